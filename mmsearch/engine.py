@@ -1,0 +1,324 @@
+"""The Python API: ``Engine`` opens an index directory, indexes folders and answers queries."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmsearch.encoders import DEFAULT_MODEL, IMAGE, TEXT, Encoder, load_encoder
+from mmsearch.errors import (
+    IndexNotFoundError,
+    MmsearchError,
+    ModelError,
+    ModelMismatchError,
+    QueryError,
+)
+from mmsearch.ingest import IngestHooks, Ingestor, IngestReport
+from mmsearch.media import load_image
+from mmsearch.paths import resolve_index_dir
+from mmsearch.query import Hit, embed_query, item_metadata, merge_results, resolve_targets
+from mmsearch.store import SCHEMA_VERSION, Store
+from mmsearch.vector_index import Recipe, VectorIndex, choose_recipe, load_recipes
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass
+class IndexInfo:
+    """What `mmsearch info` shows."""
+
+    path: str
+    model: str | None
+    dim: int | None
+    fingerprint: str | None
+    schema_version: int
+    counts: dict[str, int]
+    recipes: dict[str, str]
+    size_bytes: int
+    created: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Engine:
+    """An index directory: SQLite metadata, one FAISS index per modality, and its model.
+
+    Example:
+        >>> with Engine.open("~/photos-index", model="openclip:ViT-B-32/openai") as eng:
+        ...     eng.index(["~/Pictures"])
+        ...     hits = eng.search(text="a dog on a beach", k=5)
+    """
+
+    def __init__(self, index_dir: Path, model: str | None = None, recipe: str | None = None) -> None:
+        self.dir = index_dir
+        self.store = Store(index_dir / Store.FILENAME)
+        self._requested_model = model
+        self._encoder: Encoder | None = None
+        self._spaces: dict[str, VectorIndex] = {}
+        self._dirty: set[str] = set()
+        self._recipes = load_recipes()
+        if recipe is not None and recipe not in self._recipes:
+            self.store.close()
+            raise MmsearchError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(self._recipes))}")
+        self._forced_recipe = recipe or self.store.get_meta("recipe")
+        recorded = self.store.get_meta("model")
+        if recorded and model and model != recorded:
+            self.store.close()
+            raise ModelMismatchError(
+                f"index {index_dir} was built with model {recorded!r}, not {model!r}: "
+                f"omit --model to use it, or index into another --index to use {model!r}"
+            )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        index: str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        *,
+        create: bool = False,
+        recipe: str | None = None,
+    ) -> Engine:
+        """Open the index at ``index`` (default: ``$MMSEARCH_INDEX`` or the user data dir).
+
+        Args:
+            index: Index directory.
+            model: Model name for a new index; for an existing one it must match what it was built with.
+            create: Create the directory when missing (indexing does; querying does not).
+            recipe: Force a FAISS recipe from ``indexes/`` instead of choosing by size.
+
+        Raises:
+            IndexNotFoundError: no index there and ``create`` is false.
+            ModelMismatchError: ``model`` differs from the one the index was built with.
+        """
+        index_dir = resolve_index_dir(index)
+        db = index_dir / Store.FILENAME
+        if not db.exists():
+            if not create:
+                raise IndexNotFoundError(f"no index at {index_dir}: run `mmsearch index FOLDER` first")
+            index_dir.mkdir(parents=True, exist_ok=True)
+        return cls(index_dir, model=model, recipe=recipe)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save pending FAISS changes and release the database."""
+        try:
+            self.save()
+        finally:
+            self.store.close()
+
+    # -- model --------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.store.get_meta("model") or self._requested_model or DEFAULT_MODEL
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's encoder, loaded on first use and checked against what the index recorded."""
+        if self._encoder is None:
+            enc = load_encoder(self.model_name)
+            recorded = self.store.get_meta("model")
+            if recorded is None:
+                self.store.set_meta(
+                    model=self.model_name,
+                    dim=enc.dim,
+                    fingerprint=enc.fingerprint,
+                    modalities=sorted(enc.modalities),
+                    created=time.time(),
+                )
+            else:
+                dim, fp = self.store.get_meta("dim"), self.store.get_meta("fingerprint")
+                if dim != enc.dim or fp != enc.fingerprint:
+                    raise ModelMismatchError(
+                        f"model {recorded!r} now loads different weights (dim {enc.dim}, fingerprint "
+                        f"{enc.fingerprint}) than the index was built with (dim {dim}, fingerprint {fp}): "
+                        "re-index into a new --index"
+                    )
+            self._encoder = enc
+        return self._encoder
+
+    # -- vector indexes (the ingest VectorSink) ----------------------------------------------
+    def _recipe_for(self, n: int) -> Recipe:
+        if self._forced_recipe:
+            return self._recipes[self._forced_recipe]
+        return choose_recipe(n, self._recipes)
+
+    def _space(self, space: str) -> VectorIndex:
+        vi = self._spaces.get(space)
+        if vi is not None:
+            return vi
+        path = self.dir / f"{space}.faiss"
+        gen = self.store.generation(space)
+        if path.exists():
+            try:
+                vi, saved_gen = VectorIndex.load(path, self._recipes)
+                if saved_gen != gen or vi.dim != self._dim():
+                    vi = None
+            except MmsearchError:
+                vi = None
+        if vi is None:
+            vi = self._rebuild(space)
+            self._dirty.add(space)
+        self._spaces[space] = vi
+        return vi
+
+    def _dim(self) -> int:
+        dim = self.store.get_meta("dim")
+        return int(dim) if dim is not None else self.encoder.dim
+
+    def _rebuild(self, space: str) -> VectorIndex:
+        """Build the FAISS index of ``space`` from the vectors in SQLite."""
+        ids = self.store.ids(space)
+        n = len(ids)
+        recipe = self._recipe_for(n)
+        if recipe.is_ivf and n < recipe.nlist(n):
+            recipe = self._recipes["flat"]  # too few vectors to train cells (a forced recipe on tiny data)
+        train = None
+        if recipe.is_ivf:
+            want = min(n, recipe.nlist(n) * int(recipe.params.get("train_per_list", 64)))
+            rng = np.random.default_rng(0)
+            keep = set(rng.choice(ids, size=want, replace=False).tolist())
+            train = np.concatenate([v[np.isin(i, list(keep))] for i, v in self.store.iter_vectors(space)])
+        return VectorIndex.build(self._dim(), recipe, self.store.iter_vectors(space), n, train)
+
+    def add(self, space: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        self._space(space).add(np.asarray(ids, dtype=np.int64), vectors)
+        self._dirty.add(space)
+
+    def remove(self, space: str, ids: Sequence[int]) -> None:
+        self._space(space).remove(ids)
+        self._dirty.add(space)
+
+    def save(self) -> None:
+        """Write changed FAISS indexes (atomically); switch recipe when the size crossed a threshold."""
+        for space in sorted(self._dirty):
+            vi = self._spaces[space]
+            if vi.recipe.name != self._recipe_for(vi.ntotal).name:
+                rebuilt = self._rebuild(space)
+                if rebuilt.recipe.name != vi.recipe.name:
+                    vi = self._spaces[space] = rebuilt
+            vi.save(self.dir / f"{space}.faiss", self.store.generation(space))
+        self._dirty.clear()
+
+    def vector_ids(self, space: str) -> np.ndarray:
+        """Every id in the FAISS index of ``space`` (for consistency checks)."""
+        return self._space(space).ids()
+
+    # -- indexing -----------------------------------------------------------------------------
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        include_hidden: bool = False,
+        follow_symlinks: bool = False,
+        hooks: IngestHooks | None = None,
+    ) -> IngestReport:
+        """Index (or re-index incrementally) files and folders. Interrupting keeps committed work."""
+        roots = []
+        for p in paths:
+            root = Path(p).expanduser()
+            if not root.exists():
+                raise MmsearchError(f"no such file or folder: {p}")
+            roots.append(root.resolve())
+        for space in self.encoder.modalities:
+            self._space(space)  # load (or rebuild) before the store changes under it
+        ingestor = Ingestor(
+            self.store,
+            self,
+            self.encoder,
+            batch_size=batch_size,
+            workers=workers,
+            include_hidden=include_hidden,
+            follow_symlinks=follow_symlinks,
+            hooks=hooks,
+        )
+        try:
+            return ingestor.run(roots)
+        finally:
+            self.save()
+
+    # -- search -------------------------------------------------------------------------------
+    def search(
+        self,
+        text: str | None = None,
+        image: str | os.PathLike[str] | Image.Image | None = None,
+        target: str | None = None,
+        k: int = 10,
+    ) -> list[Hit]:
+        """Rank indexed items for a text and/or image query.
+
+        Args:
+            text: Query text.
+            image: Query image: a path or a PIL image.
+            target: ``image``, ``text``, ``audio`` or ``any``; default images (text for text-only models).
+            k: Number of results.
+        """
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        img = Path(image) if isinstance(image, (str, os.PathLike)) else image
+        q = embed_query(self.encoder, text=text, image=img)
+        present = set(self.store.spaces())
+        per_space = [
+            self._space(s).search(q, k) for s in resolve_targets(target, self.encoder, img is not None) if s in present
+        ]
+        ranked = merge_results(per_space, k)
+        items = self.store.get_items([i for i, _ in ranked])
+        hits: list[Hit] = []
+        for item_id, score in ranked:
+            item = items.get(item_id)
+            if item is None:
+                continue
+            hits.append(Hit(item_id, len(hits) + 1, float(score), item.path, item.modality, item_metadata(item)))
+        return hits
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts into the index's space: float32 ``[n, dim]``, L2-normalised."""
+        if TEXT not in self.encoder.modalities:
+            raise ModelError(f"model {self.model_name} cannot embed text")
+        return self.encoder.encode_text(list(texts))
+
+    def embed_image(self, images: Sequence[str | os.PathLike[str] | Image.Image]) -> np.ndarray:
+        """Embed images (paths or PIL images) into the index's space."""
+        if IMAGE not in self.encoder.modalities:
+            raise ModelError(f"model {self.model_name} cannot embed images")
+        pics = [load_image(Path(i)) if isinstance(i, (str, os.PathLike)) else i.convert("RGB") for i in images]
+        return self.encoder.encode_image(pics)
+
+    # -- info ---------------------------------------------------------------------------------
+    def info(self) -> IndexInfo:
+        size = sum(f.stat().st_size for f in self.dir.iterdir() if f.is_file())
+        recipes = {}
+        for space in self.store.spaces():
+            side = self.dir / f"{space}.faiss.json"
+            try:
+                import json
+
+                recipes[space] = json.loads(side.read_text())["recipe"]
+            except (OSError, ValueError, KeyError):
+                recipes[space] = "(rebuilt on next use)"
+        return IndexInfo(
+            path=str(self.dir),
+            model=self.store.get_meta("model"),
+            dim=self.store.get_meta("dim"),
+            fingerprint=self.store.get_meta("fingerprint"),
+            schema_version=int(self.store.get_meta("schema_version", SCHEMA_VERSION)),
+            counts=self.store.counts(),
+            recipes=recipes,
+            size_bytes=size,
+            created=self.store.get_meta("created"),
+        )

@@ -1,0 +1,35 @@
+"""Typed exceptions. Library code raises these; only the CLI prints them."""
+
+from __future__ import annotations
+
+
+class MmsearchError(Exception):
+    """Base class of every error mmsearch raises on purpose."""
+
+
+class ModelError(MmsearchError):
+    """A model name cannot be parsed, loaded, or does not support a modality."""
+
+
+class ModelMismatchError(ModelError):
+    """The index was built with another model than the one asked for or loaded."""
+
+
+class IndexNotFoundError(MmsearchError):
+    """No index exists at the given location."""
+
+
+class IndexCorruptError(MmsearchError):
+    """The index files exist but cannot be read."""
+
+
+class SchemaError(MmsearchError):
+    """The index was written by a newer mmsearch, or a migration failed."""
+
+
+class QueryError(MmsearchError):
+    """A query is malformed: nothing to search for, unknown target, unreadable query file."""
+
+
+class MediaError(MmsearchError):
+    """A file cannot be decoded. Ingest turns this into a skip, never a stopped run."""

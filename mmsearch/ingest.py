@@ -1,0 +1,428 @@
+"""Walk folders, decide what changed, decode and embed in batches, write SQLite + FAISS.
+
+Incremental by (path, size, mtime) and the sidecar caption's signature; a content hash lets
+renamed and duplicated files reuse a stored vector. Decoding runs in worker threads while the
+main thread encodes the previous batch. Bad files are reported through ``hooks.skip`` and the
+run goes on. Each batch is one SQLite transaction, so an interrupted run keeps what it wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mmsearch.encoders import IMAGE, TEXT, Encoder
+from mmsearch.errors import MediaError
+from mmsearch.media import TEXT_EXTS, content_hash, decode_image, decode_text, excerpt, image_exts
+from mmsearch.store import ItemRecord, Store
+from mmsearch.store.db import KnownFile
+
+
+class VectorSink(Protocol):
+    """Where committed vectors go (the engine's FAISS indexes)."""
+
+    def add(self, space: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
+
+    def remove(self, space: str, ids: Sequence[int]) -> None: ...
+
+
+@dataclass
+class IngestHooks:
+    """Callbacks for progress and skipped files. Library code never prints."""
+
+    skip: Callable[[str, str], None] = lambda path, reason: None
+    start: Callable[[int], None] = lambda total: None
+    advance: Callable[[int], None] = lambda n: None
+
+
+@dataclass
+class IngestReport:
+    """What one `index` run did."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "reused": self.reused,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "ignored": self.ignored,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str
+    modality: str
+    size: int
+    mtime_ns: int
+    caption_path: str | None = None
+    caption_sig: str | None = None
+
+
+def _sig(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _printable(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class WalkResult:
+    candidates: list[Candidate] = field(default_factory=list)
+    unreadable_dirs: list[str] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)
+
+
+def walk(
+    roots: Iterable[Path],
+    modalities: frozenset[str],
+    skip: Callable[[str, str], None],
+    include_hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> WalkResult:
+    """Find indexable files under ``roots`` (folders or single files).
+
+    Hidden files and folders are left out unless ``include_hidden``; symlinks are not followed
+    unless ``follow_symlinks``, and then every folder is entered once (no loops). A text file
+    named like an image (``a.jpg`` + ``a.txt`` or ``a.jpg.txt``) is that image's caption.
+    """
+    result = WalkResult()
+    img_exts = image_exts()
+    visited: set[tuple[int, int]] = set()
+
+    def classify(name: str) -> str | None:
+        ext = os.path.splitext(name)[1].lower()
+        if ext in img_exts:
+            return IMAGE
+        if ext in TEXT_EXTS:
+            return TEXT
+        return None
+
+    def handle_dir_files(files: list[tuple[str, os.stat_result]]) -> None:
+        names = {os.path.basename(p): (p, st) for p, st in files}
+        images = {n for n in names if classify(n) == IMAGE}
+        captions: dict[str, tuple[str, os.stat_result]] = {}
+        for n in names:
+            if classify(n) != TEXT or not n.lower().endswith(".txt"):
+                continue
+            stem = n[:-4]
+            owner = (
+                stem if stem in images else next((i for i in sorted(images) if os.path.splitext(i)[0] == stem), None)
+            )
+            if owner is not None and (owner not in captions or stem == owner):
+                captions[owner] = names[n]
+        caption_files = {p for p, _ in captions.values()}
+        for n, (path, st) in names.items():
+            modality = classify(n)
+            if modality is None or path in caption_files:
+                continue
+            if modality not in modalities:
+                result.ignored[modality] = result.ignored.get(modality, 0) + 1
+                continue
+            cap = captions.get(n)
+            result.candidates.append(
+                Candidate(
+                    path, modality, st.st_size, st.st_mtime_ns, cap[0] if cap else None, _sig(cap[1]) if cap else None
+                )
+            )
+
+    def valid_name(path: str) -> bool:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            skip(_printable(path), "file name is not valid UTF-8")
+            return False
+        return True
+
+    stack: list[str] = []
+    for root in roots:
+        root_s = str(root)
+        try:
+            st = os.stat(root_s)
+        except OSError as e:
+            skip(root_s, f"cannot read: {e.strerror or e}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            stack.append(root_s)
+        elif stat.S_ISREG(st.st_mode):
+            parent = os.path.dirname(root_s)
+            siblings = []
+            for sib in (root_s + ".txt", os.path.splitext(root_s)[0] + ".txt"):
+                try:
+                    siblings.append((sib, os.stat(sib)))
+                except OSError:
+                    pass
+            before = len(result.candidates)
+            handle_dir_files([(root_s, st), *siblings])
+            result.candidates[before:] = [c for c in result.candidates[before:] if c.path == root_s]
+            del parent
+
+    while stack:
+        folder = stack.pop()
+        try:
+            dst = os.stat(folder)
+            key = (dst.st_dev, dst.st_ino)
+            if key in visited:
+                continue
+            visited.add(key)
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            result.unreadable_dirs.append(folder)
+            skip(_printable(folder), f"cannot read folder: {e.strerror or e}")
+            continue
+        files: list[tuple[str, os.stat_result]] = []
+        for entry in entries:
+            if not include_hidden and entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_symlink() and not follow_symlinks:
+                    continue
+                if entry.is_dir(follow_symlinks=follow_symlinks):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=follow_symlinks):
+                    if classify(entry.name) is not None and valid_name(entry.path):
+                        files.append((entry.path, entry.stat(follow_symlinks=follow_symlinks)))
+                elif entry.is_symlink() and classify(entry.name) is not None:
+                    skip(_printable(entry.path), "broken symbolic link")
+            except OSError as e:
+                skip(_printable(entry.path), f"cannot read: {e.strerror or e}")
+        handle_dir_files(files)
+    return result
+
+
+@dataclass
+class _Loaded:
+    cand: Candidate
+    size: int
+    mtime_ns: int
+    content_hash: str
+    payload: Any = None  # PIL image or text to encode; None when the vector is reused
+    vector: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    excerpt: str | None = None
+    caption: str | None = None
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+class Ingestor:
+    """One run of `mmsearch index` over some roots."""
+
+    def __init__(
+        self,
+        store: Store,
+        sink: VectorSink,
+        encoder: Encoder,
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        include_hidden: bool = False,
+        follow_symlinks: bool = False,
+        hooks: IngestHooks | None = None,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.encoder = encoder
+        self.batch_size = max(1, batch_size)
+        self.workers = workers or min(8, (os.cpu_count() or 2))
+        self.include_hidden = include_hidden
+        self.follow_symlinks = follow_symlinks
+        self.hooks = hooks or IngestHooks()
+        self.report = IngestReport()
+        self._run_vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.report.skipped.append((path, reason))
+        self.hooks.skip(path, reason)
+
+    # -- per-file work in worker threads -----------------------------------------------------
+    def _load(self, cand: Candidate) -> _Loaded:
+        try:
+            with open(cand.path, "rb") as f:
+                data = f.read()
+                st = os.fstat(f.fileno())
+        except OSError as e:
+            raise MediaError(f"cannot read: {e.strerror or e}") from e
+        h = content_hash(data)
+        item = _Loaded(cand, len(data), st.st_mtime_ns, h)
+        if cand.caption_path:
+            try:
+                with open(cand.caption_path, "rb") as f:
+                    item.caption = decode_text(f.read())
+            except (OSError, MediaError):
+                item.caption = None
+        reused = self._run_vectors.get((h, cand.modality))
+        if reused is None:
+            reused = self.store.vector_for_hash(h, cand.modality, cand.caption_sig)
+        if cand.modality == IMAGE:
+            if reused is None:
+                decoded = decode_image(data)
+                item.payload, item.width, item.height = decoded.image, decoded.width, decoded.height
+            else:
+                import io
+
+                from PIL import Image
+
+                try:
+                    with Image.open(io.BytesIO(data)) as im:
+                        item.width, item.height = im.size
+                except Exception:  # a reused vector proves it decoded before
+                    pass
+        else:
+            text = decode_text(data)
+            item.excerpt = excerpt(text)
+            if reused is None:
+                item.payload = text
+        item.vector = reused
+        return item
+
+    # -- main thread --------------------------------------------------------------------------
+    def run(self, roots: Sequence[Path]) -> IngestReport:
+        t0 = time.perf_counter()
+        root_strs = [str(r) for r in roots]
+        found = walk(roots, self.encoder.modalities, self._skip, self.include_hidden, self.follow_symlinks)
+        self.report.ignored = found.ignored
+        known = self.store.known_files()
+        seen = {c.path for c in found.candidates}
+        todo: list[Candidate] = []
+        replace: dict[str, KnownFile] = {}
+        for cand in found.candidates:
+            k = known.get(cand.path)
+            if (
+                k is not None
+                and k.modality == cand.modality
+                and k.size == cand.size
+                and k.mtime_ns == cand.mtime_ns
+                and k.caption_sig == cand.caption_sig
+            ):
+                self.report.unchanged += 1
+                continue
+            if k is not None:
+                replace[cand.path] = k
+            todo.append(cand)
+        gone = [
+            k.id
+            for p, k in known.items()
+            if p not in seen and _under(p, root_strs) and not _under(p, found.unreadable_dirs)
+        ]
+        self.hooks.start(len(todo))
+        failed: list[int] = []
+        try:
+            self._process(todo, replace, failed)
+        finally:
+            # deleted files go last, so a renamed file could reuse the vector of its old name
+            self._delete(gone + failed)
+            self.report.seconds = time.perf_counter() - t0
+        return self.report
+
+    def _delete(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        for space, removed in self.store.delete_items(ids).items():
+            self.sink.remove(space, removed)
+        self.report.removed += len(ids)
+
+    def _process(self, todo: list[Candidate], replace: dict[str, KnownFile], failed: list[int]) -> None:
+        pending: dict[str, list[_Loaded]] = {IMAGE: [], TEXT: []}
+        window = max(2 * self.batch_size, 2 * self.workers)
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mmsearch-decode")
+        queue: deque[tuple[Candidate, Future[_Loaded]]] = deque()
+        it: Iterator[Candidate] = iter(todo)
+        try:
+            while True:
+                while len(queue) < window:
+                    cand = next(it, None)
+                    if cand is None:
+                        break
+                    queue.append((cand, pool.submit(self._load, cand)))
+                if not queue:
+                    break
+                cand, fut = queue.popleft()
+                try:
+                    loaded = fut.result()
+                except MediaError as e:
+                    self._skip(cand.path, str(e))
+                    if cand.path in replace:
+                        failed.append(replace[cand.path].id)
+                    self.hooks.advance(1)
+                    continue
+                batch = pending[cand.modality]
+                batch.append(loaded)
+                if sum(1 for x in batch if x.vector is None) >= self.batch_size:
+                    self._flush(batch, replace)
+                    batch.clear()
+            for batch in pending.values():
+                if batch:
+                    self._flush(batch, replace)
+                    batch.clear()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _flush(self, batch: list[_Loaded], replace: dict[str, KnownFile]) -> None:
+        need = [x for x in batch if x.vector is None]
+        if need:
+            modality = need[0].cand.modality
+            payloads = [x.payload for x in need]
+            vecs = self.encoder.encode_image(payloads) if modality == IMAGE else self.encoder.encode_text(payloads)
+            for x, v in zip(need, vecs, strict=True):
+                x.vector = v
+                x.payload = None
+                self._run_vectors[(x.content_hash, modality)] = v
+        self.report.reused += len(batch) - len(need)
+        records = [
+            ItemRecord(
+                path=x.cand.path,
+                modality=x.cand.modality,
+                size=x.size,
+                mtime_ns=x.mtime_ns,
+                content_hash=x.content_hash,
+                vector=x.vector,  # type: ignore[arg-type]
+                width=x.width,
+                height=x.height,
+                excerpt=x.excerpt,
+                caption=x.caption,
+                caption_path=x.cand.caption_path,
+                caption_sig=x.cand.caption_sig,
+            )
+            for x in batch
+        ]
+        replace_ids = {r.path: replace[r.path].id for r in records if r.path in replace}
+        ids = self.store.write_batch(records, replace_ids)
+        for path in replace_ids:
+            self.sink.remove(replace[path].modality, [replace[path].id])
+        by_space: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        for rec, item_id in zip(records, ids, strict=True):
+            bucket = by_space.setdefault(rec.modality, ([], []))
+            bucket[0].append(item_id)
+            bucket[1].append(rec.vector)
+        for space, (sids, svecs) in by_space.items():
+            self.sink.add(space, sids, np.stack(svecs))
+        self.report.updated += len(replace_ids)
+        self.report.added += len(records) - len(replace_ids)
+        self.hooks.advance(len(records))

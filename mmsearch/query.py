@@ -1,0 +1,111 @@
+"""Query embedding, target resolution and ranking across the per-modality FAISS indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmsearch.encoders import AUDIO, IMAGE, TEXT, Encoder, l2_normalize
+from mmsearch.errors import MediaError, QueryError
+from mmsearch.media import load_image
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmsearch.store.models import Item
+
+TARGETS = (IMAGE, TEXT, AUDIO, "any")
+
+
+@dataclass
+class Hit:
+    """One search result. ``id`` is the SQLite item id (and FAISS id)."""
+
+    id: int
+    rank: int
+    score: float
+    path: str
+    modality: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "path": self.path,
+            "modality": self.modality,
+            "metadata": self.metadata,
+        }
+
+
+def item_metadata(item: Item) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "size": item.size,
+        "mtime": datetime.fromtimestamp(item.mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds"),
+    }
+    if item.width is not None:
+        meta["width"], meta["height"] = item.width, item.height
+    if item.caption:
+        meta["caption"] = item.caption
+    if item.excerpt:
+        meta["excerpt"] = item.excerpt
+    return meta
+
+
+def embed_query(
+    encoder: Encoder,
+    text: str | None = None,
+    image: str | Path | Image.Image | None = None,
+) -> np.ndarray:
+    """One L2-normalised query vector ``[1, dim]``; text and image parts are averaged."""
+    parts: list[np.ndarray] = []
+    if text is not None and text.strip():
+        if TEXT not in encoder.modalities:
+            raise QueryError(f"model {encoder.name} cannot embed text queries")
+        parts.append(encoder.encode_text([text.strip()]))
+    if image is not None:
+        if IMAGE not in encoder.modalities:
+            raise QueryError(f"model {encoder.name} is text-only: it cannot embed an image query")
+        if isinstance(image, (str, Path)):
+            try:
+                picture = load_image(image)
+            except MediaError as e:
+                raise QueryError(f"cannot use {image} as a query image: {e}") from e
+        else:
+            picture = image.convert("RGB")
+        parts.append(encoder.encode_image([picture]))
+    if not parts:
+        raise QueryError("nothing to search for: give a text query or --image")
+    return l2_normalize(np.sum(parts, axis=0))
+
+
+def resolve_targets(target: str | None, encoder: Encoder, has_image_query: bool) -> list[str]:
+    """The spaces to search. Default: images when the model has them, else text."""
+    if target is None:
+        target = IMAGE if IMAGE in encoder.modalities else TEXT
+    target = target.lower()
+    if target not in TARGETS:
+        raise QueryError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target == "any":
+        return [m for m in (IMAGE, TEXT, AUDIO) if m in encoder.modalities]
+    if target not in encoder.modalities:
+        raise QueryError(f"model {encoder.name} does not embed {target} items, so there are none to search")
+    return [target]
+
+
+def merge_results(per_space: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> list[tuple[int, float]]:
+    """Merge (D, I) rows of several spaces into the top ``k`` (id, score), best first."""
+    best: dict[int, float] = {}
+    for D, I in per_space:  # noqa: E741
+        for score, item_id in zip(D.ravel().tolist(), I.ravel().tolist(), strict=True):
+            if item_id < 0:
+                continue
+            if score > best.get(item_id, -np.inf):
+                best[item_id] = score
+    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]

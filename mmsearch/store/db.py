@@ -1,0 +1,234 @@
+"""The Store: every read and write of the SQLite database goes through here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session
+
+from mmsearch.errors import IndexCorruptError, SchemaError
+from mmsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from mmsearch.store.models import Base, Item, Meta, Vector
+
+
+@dataclass
+class ItemRecord:
+    """What ingest writes for one file (new or changed)."""
+
+    path: str
+    modality: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    vector: np.ndarray
+    width: int | None = None
+    height: int | None = None
+    excerpt: str | None = None
+    caption: str | None = None
+    caption_path: str | None = None
+    caption_sig: str | None = None
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What the store remembers of a file, to decide whether it changed."""
+
+    id: int
+    modality: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    caption_sig: str | None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Store:
+    """SQLite file ``index.sqlite3`` inside an index directory."""
+
+    FILENAME = "index.sqlite3"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine: Engine = create_engine(f"sqlite:///{path}")
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._migrate()
+        except DatabaseError as e:
+            self.engine.dispose()
+            raise IndexCorruptError(f"cannot read index database {path}: {e.orig}") from e
+
+    # -- schema -------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            has_meta = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").first()
+            if not has_meta:
+                Base.metadata.create_all(conn)
+                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"index {self.path.parent} has schema version {version}; this mmsearch reads up to "
+                    f"{SCHEMA_VERSION}: upgrade mmsearch"
+                )
+            for number, (_name, migrate) in enumerate(MIGRATIONS, start=1):
+                if number > version:
+                    migrate(conn)
+            if version < SCHEMA_VERSION:
+                conn.execute(delete(Meta).where(Meta.key == "schema_version"))
+                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with Session(self.engine) as s:
+            value = s.scalar(select(Meta.value).where(Meta.key == key))
+        return default if value is None else json.loads(value)
+
+    def set_meta(self, **values: Any) -> None:
+        with Session(self.engine) as s, s.begin():
+            for key, value in values.items():
+                s.merge(Meta(key=key, value=json.dumps(value)))
+
+    def generation(self, space: str) -> int:
+        return int(self.get_meta(f"generation:{space}", 0))
+
+    @staticmethod
+    def _bump(s: Session, spaces: Iterable[str]) -> None:
+        for space in set(spaces):
+            key = f"generation:{space}"
+            current = s.scalar(select(Meta.value).where(Meta.key == key))
+            s.merge(Meta(key=key, value=json.dumps(int(json.loads(current or "0")) + 1)))
+
+    # -- reads --------------------------------------------------------------------------------
+    def known_files(self) -> dict[str, KnownFile]:
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(Item.path, Item.id, Item.modality, Item.size, Item.mtime_ns, Item.content_hash, Item.caption_sig)
+            )
+            return {r[0]: KnownFile(*r[1:]) for r in rows}
+
+    def vector_for_hash(self, content_hash: str, modality: str, caption_sig: str | None) -> np.ndarray | None:
+        """A stored vector of an item with the same content (a duplicate or renamed file)."""
+        with Session(self.engine) as s:
+            data = s.scalar(
+                select(Vector.data)
+                .join(Item, Item.id == Vector.item_id)
+                .where(Item.content_hash == content_hash, Item.modality == modality, Vector.space == modality)
+                .limit(1)
+            )
+        return None if data is None else np.frombuffer(data, dtype=np.float32).copy()
+
+    def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
+        if not ids:
+            return {}
+        with Session(self.engine, expire_on_commit=False) as s:
+            items = s.scalars(select(Item).where(Item.id.in_([int(i) for i in ids]))).all()
+            s.expunge_all()
+        return {it.id: it for it in items}
+
+    def counts(self) -> dict[str, int]:
+        with Session(self.engine) as s:
+            rows = s.execute(select(Item.modality, func.count()).group_by(Item.modality))
+            return {m: int(n) for m, n in rows}
+
+    def ids(self, space: str) -> np.ndarray:
+        with Session(self.engine) as s:
+            ids = s.scalars(select(Vector.item_id).where(Vector.space == space).order_by(Vector.item_id)).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def iter_vectors(self, space: str, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) chunks of one space, in id order, with bounded memory."""
+        last = -1
+        with Session(self.engine) as s:
+            while True:
+                rows = s.execute(
+                    select(Vector.item_id, Vector.data)
+                    .where(Vector.space == space, Vector.item_id > last)
+                    .order_by(Vector.item_id)
+                    .limit(batch)
+                ).all()
+                if not rows:
+                    return
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                yield ids, vecs
+                last = int(ids[-1])
+
+    def spaces(self) -> list[str]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(Vector.space).distinct()))
+
+    # -- writes -------------------------------------------------------------------------------
+    def write_batch(self, records: Sequence[ItemRecord], replace_ids: dict[str, int]) -> list[int]:
+        """Insert new items / overwrite changed ones in one transaction; returns their ids.
+
+        ``replace_ids`` maps a path to the id it already has: a changed file keeps its id.
+        """
+        now = time.time()
+        ids: list[int] = []
+        with Session(self.engine) as s, s.begin():
+            for rec in records:
+                fields = dict(
+                    path=rec.path,
+                    modality=rec.modality,
+                    size=rec.size,
+                    mtime_ns=rec.mtime_ns,
+                    content_hash=rec.content_hash,
+                    width=rec.width,
+                    height=rec.height,
+                    excerpt=rec.excerpt,
+                    caption=rec.caption,
+                    caption_path=rec.caption_path,
+                    caption_sig=rec.caption_sig,
+                    status="ok",
+                    indexed_at=now,
+                )
+                item_id = replace_ids.get(rec.path)
+                if item_id is None:
+                    item = Item(**fields)
+                    s.add(item)
+                    s.flush()
+                    item_id = item.id
+                else:
+                    s.execute(update(Item).where(Item.id == item_id).values(**fields))
+                    s.execute(delete(Vector).where(Vector.item_id == item_id))
+                vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
+                s.add(Vector(item_id=item_id, space=rec.modality, data=vec.tobytes()))
+                ids.append(item_id)
+            self._bump(s, (r.modality for r in records))
+        return ids
+
+    def delete_items(self, ids: Sequence[int]) -> dict[str, list[int]]:
+        """Delete items (and their vectors); returns the removed ids per space."""
+        removed: dict[str, list[int]] = {}
+        if not ids:
+            return removed
+        with Session(self.engine) as s, s.begin():
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
+                    removed.setdefault(space, []).append(item_id)
+                s.execute(delete(Vector).where(Vector.item_id.in_(chunk)))
+                s.execute(delete(Item).where(Item.id.in_(chunk)))
+            self._bump(s, removed)
+        return removed

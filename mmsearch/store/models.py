@@ -1,0 +1,51 @@
+"""SQLAlchemy 2.0 models. The SQLite ``items.id`` is the FAISS id of the item's vectors."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Index-level settings: schema version, model, dim, recipe, per-space generations."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Item(Base):
+    """One indexed file. Sidecar captions belong to their image; they are not items."""
+
+    __tablename__ = "items"
+    # AUTOINCREMENT: ids of deleted items are never reused, so a stale FAISS vector can never
+    # be mistaken for a new file.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    excerpt: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
+    caption_path: Mapped[str | None] = mapped_column(Text)
+    caption_sig: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    indexed_at: Mapped[float] = mapped_column(Float)
+
+
+class Vector(Base):
+    """An item's vector in one space. SQLite keeps them so FAISS can always be rebuilt from here."""
+
+    __tablename__ = "vectors"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    space: Mapped[str] = mapped_column(String(16), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

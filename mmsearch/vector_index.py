@@ -1,0 +1,241 @@
+"""FAISS vector index per space, built from a TOML recipe (``indexes/*.toml``).
+
+Inner product on L2-normalised float32 vectors; ids are SQLite item ids. SQLite holds every
+vector, so a FAISS file is a cache: it is saved atomically with the store generation it
+reflects, and rebuilt from SQLite whenever that generation does not match.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsearch.errors import IndexCorruptError, MmsearchError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One ``indexes/*.toml`` file."""
+
+    name: str
+    factory: str
+    min_items: int
+    max_items: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ivf(self) -> bool:
+        return "IVF" in self.factory
+
+    def nlist(self, n: int) -> int:
+        p = self.params
+        raw = int(p.get("nlist_per_sqrt", 4) * math.sqrt(max(n, 1)))
+        return int(min(max(raw, p.get("nlist_min", 1)), p.get("nlist_max", 65536)))
+
+    def factory_for(self, n: int) -> str:
+        return self.factory.format(nlist=self.nlist(n))
+
+
+def _recipe_dir() -> Any:
+    """``indexes/`` as installed (package data ``mmsearch/indexes``) or in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "indexes", here.parent / "indexes"):
+        if any(candidate.glob("*.toml")):
+            return candidate
+    try:
+        return resources.files("mmsearch.indexes")
+    except ModuleNotFoundError as e:
+        raise MmsearchError("no index recipes found: the mmsearch install is incomplete") from e
+
+
+def load_recipes() -> dict[str, Recipe]:
+    """All shipped recipes by name."""
+    out: dict[str, Recipe] = {}
+    for entry in _recipe_dir().iterdir():
+        if not str(entry.name).endswith(".toml"):
+            continue
+        data = tomllib.loads(entry.read_text(encoding="utf-8"))
+        name, factory = data.pop("name"), data.pop("factory")
+        out[name] = Recipe(name, factory, int(data.pop("min_items")), int(data.pop("max_items")), data)
+    if not out:
+        raise MmsearchError("no index recipes found: the mmsearch install is incomplete")
+    return out
+
+
+def choose_recipe(n: int, recipes: dict[str, Recipe] | None = None) -> Recipe:
+    """The recipe whose size range contains ``n`` vectors."""
+    recipes = recipes or load_recipes()
+    for r in sorted(recipes.values(), key=lambda r: r.min_items):
+        if r.min_items <= n < r.max_items:
+            return r
+    return max(recipes.values(), key=lambda r: r.min_items)
+
+
+def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    if x.shape[1] != dim:
+        raise MmsearchError(f"vector dimension {x.shape[1]} does not match the index ({dim})")
+    return x
+
+
+class VectorIndex:
+    """A FAISS index of one space (CPU master copy; a GPU copy for search when a GPU is present)."""
+
+    def __init__(self, dim: int, recipe: Recipe, index: Any) -> None:
+        self.dim = dim
+        self.recipe = recipe
+        self.index = index
+        self._gpu: Any = None
+        self._apply_search_params()
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, dim: int, recipe: Recipe) -> VectorIndex:
+        """An empty index. IVF recipes need training: use :meth:`build` for them."""
+        import faiss
+
+        if recipe.is_ivf:
+            raise MmsearchError(f"recipe {recipe.name} needs training vectors; use VectorIndex.build")
+        return cls(dim, recipe, faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT))
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        recipe: Recipe,
+        chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+        n: int,
+        train: np.ndarray | None = None,
+    ) -> VectorIndex:
+        """Build from (ids, vectors) chunks; ``train`` is the IVF training sample."""
+        import faiss
+
+        if recipe.is_ivf:
+            index = faiss.index_factory(dim, recipe.factory_for(n), faiss.METRIC_INNER_PRODUCT)
+            if train is None or len(train) == 0:
+                raise MmsearchError(f"recipe {recipe.name} needs training vectors")
+            index.train(_as_matrix(train, dim))
+            vi = cls(dim, recipe, index)
+        else:
+            vi = cls.empty(dim, recipe)
+        for ids, vecs in chunks:
+            vi.add(ids, vecs)
+        return vi
+
+    def _apply_search_params(self) -> None:
+        import faiss
+
+        if self.recipe.is_ivf:
+            faiss.extract_index_ivf(self.index).nprobe = int(self.recipe.params.get("nprobe", 16))
+
+    # -- mutation ------------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        self.index.add_with_ids(_as_matrix(vecs, self.dim), np.ascontiguousarray(ids, dtype=np.int64))
+        self._gpu = None
+
+    def remove(self, ids: Iterable[int]) -> int:
+        import faiss
+
+        arr = np.ascontiguousarray(list(ids), dtype=np.int64)
+        if arr.size == 0:
+            return 0
+        n = int(self.index.remove_ids(faiss.IDSelectorBatch(arr.size, faiss.swig_ptr(arr))))
+        self._gpu = None
+        return n
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index, sorted."""
+        import faiss
+
+        if self.recipe.is_ivf:
+            invlists: Any = faiss.extract_index_ivf(self.index).invlists
+            parts = []
+            for lst in range(invlists.nlist):
+                size = invlists.list_size(lst)
+                if size:
+                    parts.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+            out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        else:
+            out = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return np.sort(out)
+
+    # -- search --------------------------------------------------------------------------------
+    def _searcher(self) -> Any:
+        import faiss
+
+        if self._gpu is None:
+            self._gpu = self.index
+            if faiss.get_num_gpus() > 0 and hasattr(faiss, "index_cpu_to_all_gpus"):
+                try:
+                    self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+                except RuntimeError:  # a structure the GPU build does not support
+                    self._gpu = self.index
+        return self._gpu
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS-shaped ``(D, I)``; missing neighbours have id -1."""
+        q = _as_matrix(queries, self.dim)
+        k = max(1, min(int(k), max(self.ntotal, 1)))
+        if self.ntotal == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        D, I = self._searcher().search(q, k)  # noqa: E741 - FAISS naming
+        return D, I
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: Path, generation: int) -> None:
+        """Write ``path`` and ``path.json`` atomically (temp file + ``os.replace``).
+
+        The JSON sidecar is replaced last and names the store generation the index reflects; if a
+        crash falls between the two replacements, the generations disagree and the index is rebuilt.
+        """
+        import faiss
+
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        faiss.write_index(self.index, str(tmp))
+        _fsync(tmp)
+        os.replace(tmp, path)
+        meta = {"generation": generation, "recipe": self.recipe.name, "dim": self.dim, "ntotal": self.ntotal}
+        side = path.with_name(path.name + ".json")
+        tmp_side = side.with_name(side.name + f".tmp{os.getpid()}")
+        tmp_side.write_text(json.dumps(meta))
+        _fsync(tmp_side)
+        os.replace(tmp_side, side)
+
+    @classmethod
+    def load(cls, path: Path, recipes: dict[str, Recipe]) -> tuple[VectorIndex, int]:
+        """(index, the generation it reflects). Raises IndexCorruptError when unreadable."""
+        import faiss
+
+        side = path.with_name(path.name + ".json")
+        try:
+            meta = json.loads(side.read_text())
+            index = faiss.read_index(str(path))
+            recipe = recipes[meta["recipe"]]
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise IndexCorruptError(f"cannot read vector index {path}: {e}") from e
+        return cls(int(meta["dim"]), recipe, index), int(meta["generation"])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,71 @@
+"""The SQLite store: schema version, WAL, migrations, refusal of newer schemas, corrupt files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import solid
+from sqlalchemy import text
+
+from mmsearch import Engine
+from mmsearch.errors import IndexCorruptError, SchemaError
+from mmsearch.store import SCHEMA_VERSION, ItemRecord, Store
+
+
+def test_new_store_records_schema_version_and_uses_wal(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.get_meta("schema_version") == SCHEMA_VERSION
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    store.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    store.set_meta(schema_version=SCHEMA_VERSION + 1)
+    store.close()
+    with pytest.raises(SchemaError, match="upgrade mmsearch"):
+        Store(tmp_path / "s.sqlite3")
+
+
+def test_an_unversioned_database_is_migrated(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM meta WHERE key='schema_version'"))
+    store.close()
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.get_meta("schema_version") == SCHEMA_VERSION
+    store.close()
+
+
+def test_corrupt_database_is_a_typed_error(tmp_path: Path) -> None:
+    (tmp_path / "s.sqlite3").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(IndexCorruptError, match="cannot read index database"):
+        Store(tmp_path / "s.sqlite3")
+
+
+def test_write_delete_bump_generations_and_roundtrip_vectors(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    vec = np.arange(4, dtype=np.float32)
+    recs = [ItemRecord(f"/x/{i}.jpg", "image", 1, 1, f"h{i}", vec + i) for i in range(3)]
+    ids = store.write_batch(recs, {})
+    assert store.generation("image") == 1
+    chunks = list(store.iter_vectors("image", batch=2))
+    assert [len(c[0]) for c in chunks] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks])[2], vec + 2)
+    np.testing.assert_array_equal(store.vector_for_hash("h1", "image", None), vec + 1)
+    assert store.delete_items(ids[:1]) == {"image": [ids[0]]}
+    assert store.generation("image") == 2 and store.counts() == {"image": 2}
+    store.close()
+
+
+def test_index_survives_a_reopen_with_schema_intact(tmp_path: Path) -> None:
+    solid(tmp_path / "lib" / "a.jpg", "red")
+    with Engine.open(tmp_path / "idx", model="fake", create=True) as eng:
+        eng.index([tmp_path / "lib"])
+    with Engine.open(tmp_path / "idx") as eng:
+        assert eng.info().schema_version == SCHEMA_VERSION
+        assert eng.search(text="red", k=1)[0].path.endswith("a.jpg")
