@@ -42,8 +42,10 @@ def main() -> None:
 
     recipes = load_recipes()
     flat_r, ivf_r = recipes["flat"], recipes["ivf"]
-    print(f"faiss {faiss.__version__}, threads {faiss.omp_get_max_threads()}, dim {args.dim}, "
-          f"ivf nprobe {ivf_r.params['nprobe']}")
+    print(
+        f"faiss {faiss.__version__}, threads {faiss.omp_get_max_threads()}, dim {args.dim}, "
+        f"ivf nprobe {ivf_r.params['nprobe']}"
+    )
     print(f"{'n':>8} {'flat ms':>8} {'ivf ms':>8} {'flat/ivf':>8} {'recall@10':>9} {'ivf build s':>11}")
     for n in (int(s) for s in args.sizes.split(",")):
         data = clustered(n, args.dim, seed=0)

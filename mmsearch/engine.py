@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -68,7 +69,9 @@ class Engine:
         if recipe is not None and recipe not in self._recipes:
             self.store.close()
             raise MmsearchError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(self._recipes))}")
-        self._forced_recipe = recipe or self.store.get_meta("recipe")
+        if recipe is not None and recipe != self.store.get_meta("recipe"):
+            self.store.set_meta(recipe=recipe)  # a forced recipe sticks to the index
+        self._forced_recipe: str | None = recipe or self.store.get_meta("recipe")
         recorded = self.store.get_meta("model")
         if recorded and model and model != recorded:
             self.store.close()
@@ -105,7 +108,11 @@ class Engine:
             if not create:
                 raise IndexNotFoundError(f"no index at {index_dir}: run `mmsearch index FOLDER` first")
             index_dir.mkdir(parents=True, exist_ok=True)
-        return cls(index_dir, model=model, recipe=recipe)
+        engine = cls(index_dir, model=model, recipe=recipe)
+        if not create and engine.store.get_meta("model") is None:
+            engine.store.close()
+            raise IndexNotFoundError(f"index {index_dir} is empty: run `mmsearch index FOLDER` first")
+        return engine
 
     def __enter__(self) -> Engine:
         return self
@@ -273,9 +280,7 @@ class Engine:
         img = Path(image) if isinstance(image, (str, os.PathLike)) else image
         q = embed_query(self.encoder, text=text, image=img)
         present = set(self.store.spaces())
-        per_space = [
-            self._space(s).search(q, k) for s in resolve_targets(target, self.encoder, img is not None) if s in present
-        ]
+        per_space = [self._space(s).search(q, k) for s in resolve_targets(target, self.encoder) if s in present]
         ranked = merge_results(per_space, k)
         items = self.store.get_items([i for i, _ in ranked])
         hits: list[Hit] = []
@@ -306,8 +311,6 @@ class Engine:
         for space in self.store.spaces():
             side = self.dir / f"{space}.faiss.json"
             try:
-                import json
-
                 recipes[space] = json.loads(side.read_text())["recipe"]
             except (OSError, ValueError, KeyError):
                 recipes[space] = "(rebuilt on next use)"

@@ -8,6 +8,8 @@ run goes on. Each batch is one SQLite transaction, so an interrupted run keeps w
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from mmsearch.encoders import IMAGE, TEXT, Encoder
 from mmsearch.errors import MediaError
@@ -167,17 +170,14 @@ def walk(
         if stat.S_ISDIR(st.st_mode):
             stack.append(root_s)
         elif stat.S_ISREG(st.st_mode):
-            parent = os.path.dirname(root_s)
-            siblings = []
+            # a single file: look at it beside its possible caption files, keep only it
+            siblings = [(root_s, st)]
             for sib in (root_s + ".txt", os.path.splitext(root_s)[0] + ".txt"):
-                try:
+                with contextlib.suppress(OSError):
                     siblings.append((sib, os.stat(sib)))
-                except OSError:
-                    pass
             before = len(result.candidates)
-            handle_dir_files([(root_s, st), *siblings])
+            handle_dir_files(siblings)
             result.candidates[before:] = [c for c in result.candidates[before:] if c.path == root_s]
-            del parent
 
     while stack:
         folder = stack.pop()
@@ -279,21 +279,14 @@ class Ingestor:
                 item.caption = None
         reused = self._run_vectors.get((h, cand.modality))
         if reused is None:
-            reused = self.store.vector_for_hash(h, cand.modality, cand.caption_sig)
+            reused = self.store.vector_for_hash(h, cand.modality)
         if cand.modality == IMAGE:
             if reused is None:
                 decoded = decode_image(data)
                 item.payload, item.width, item.height = decoded.image, decoded.width, decoded.height
             else:
-                import io
-
-                from PIL import Image
-
-                try:
-                    with Image.open(io.BytesIO(data)) as im:
-                        item.width, item.height = im.size
-                except Exception:  # a reused vector proves it decoded before
-                    pass
+                with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
+                    item.width, item.height = im.size  # header only: the vector is reused
         else:
             text = decode_text(data)
             item.excerpt = excerpt(text)

@@ -85,7 +85,7 @@ def embed_query(
     return l2_normalize(np.sum(parts, axis=0))
 
 
-def resolve_targets(target: str | None, encoder: Encoder, has_image_query: bool) -> list[str]:
+def resolve_targets(target: str | None, encoder: Encoder) -> list[str]:
     """The spaces to search. Default: images when the model has them, else text."""
     if target is None:
         target = IMAGE if IMAGE in encoder.modalities else TEXT

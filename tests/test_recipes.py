@@ -17,8 +17,8 @@ def test_recipes_ship_and_cover_every_size() -> None:
     recipes = load_recipes()
     assert {"flat", "ivf", "ivf-sq8"} <= set(recipes)
     assert choose_recipe(0).name == "flat"
-    assert choose_recipe(99_999).name == "flat"
-    assert choose_recipe(100_000).name == "ivf"
+    assert choose_recipe(199_999).name == "flat"
+    assert choose_recipe(200_000).name == "ivf"
     assert choose_recipe(5_000_000).name == "ivf-sq8"
     assert recipes["ivf"].factory_for(1_000_000) == "IVF4000,Flat"
 
@@ -51,7 +51,7 @@ def recall_at_10(recipe_name: str | None, n: int, dim: int = 64) -> tuple[str, f
 
 @pytest.mark.slow
 def test_ivf_recall_at_10_on_a_set_large_enough_to_select_it() -> None:
-    name, recall = recall_at_10(None, 120_000)
+    name, recall = recall_at_10(None, 200_000)
     assert name == "ivf"
     assert recall >= 0.95, recall
 
@@ -78,4 +78,7 @@ def test_engine_with_a_forced_ivf_recipe_stays_consistent(tmp_path: Path) -> Non
         np.testing.assert_array_equal(eng.vector_ids("image"), eng.store.ids("image"))
         hits = eng.search(text="blue", k=10)
         assert all("blue" in h.path or int(Path(h.path).stem[1:]) % 6 == 2 for h in hits)
-    assert Engine.open(tmp_path / "idx").info().recipes == {"image": "ivf"}
+    with Engine.open(tmp_path / "idx") as eng:  # the forced recipe is remembered
+        solid(root / "extra.png", "red", size=(24, 24))
+        eng.index([root])
+        assert eng.info().recipes == {"image": "ivf"}

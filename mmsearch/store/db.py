@@ -127,7 +127,7 @@ class Store:
             )
             return {r[0]: KnownFile(*r[1:]) for r in rows}
 
-    def vector_for_hash(self, content_hash: str, modality: str, caption_sig: str | None) -> np.ndarray | None:
+    def vector_for_hash(self, content_hash: str, modality: str) -> np.ndarray | None:
         """A stored vector of an item with the same content (a duplicate or renamed file)."""
         with Session(self.engine) as s:
             data = s.scalar(
