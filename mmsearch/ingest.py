@@ -367,7 +367,8 @@ class Ingestor:
                     continue
                 batch = pending[cand.modality]
                 batch.append(loaded)
-                if sum(1 for x in batch if x.vector is None) >= self.batch_size:
+                # flush when the model has a full batch, or when many reused vectors wait to be written
+                if len(batch) >= 8 * self.batch_size or sum(x.vector is None for x in batch) >= self.batch_size:
                     self._flush(batch, replace)
                     batch.clear()
             for batch in pending.values():
