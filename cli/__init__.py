@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mmsearch import __version__
+from mmsearch.cli import eval as _eval
 from mmsearch.cli import index as _index
 from mmsearch.cli import info as _info
 from mmsearch.cli import models as _models
@@ -46,3 +47,4 @@ app.command("index")(_index.index)
 app.command("query")(_query.query)
 app.command("info")(_info.info)
 app.command("models")(_models.models)
+app.command("eval")(_eval.eval_)
