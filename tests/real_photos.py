@@ -1,7 +1,13 @@
-"""The real-photo evaluation set: sample photos shipped by scikit-image, scikit-learn and
-matplotlib, with the natural queries in tests/data/real_photos.csv (three per photo).
+"""The real-photo evaluation sets: sample photos shipped by scikit-image, scikit-learn and
+matplotlib, with natural queries written for them (three per photo, written before any model ran).
 
-    python tests/real_photos.py DEST    # copies the photos and pairs.csv into DEST
+- ``pairs.csv`` (tests/data/real_photos.csv): all 16 sample *photographs* of the three packages,
+  including scientific images (moon, deep field), textures (brick, grass, gravel) and a scanned page.
+- ``everyday.csv`` (tests/data/everyday_photos.csv): the 10 of them a photo library holds, by a rule
+  fixed up front: photographs of everyday subjects (people, animals, objects, vehicles, buildings,
+  plants); textures, scientific images and documents left out.
+
+    python tests/real_photos.py DEST    # copies the photos, pairs.csv and everyday.csv into DEST
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-CAPTIONS = Path(__file__).resolve().parent / "data" / "real_photos.csv"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def sources() -> dict[str, Path]:
@@ -42,11 +48,12 @@ def sources() -> dict[str, Path]:
 
 
 def materialize(dest: Path) -> Path:
-    """Copy the photos and the pairs file into ``dest``; returns the pairs file."""
+    """Copy the photos and both pairs files into ``dest``; returns the full pairs file."""
     dest.mkdir(parents=True, exist_ok=True)
     for name, src in sources().items():
         shutil.copyfile(src, dest / name)
-    return Path(shutil.copyfile(CAPTIONS, dest / "pairs.csv"))
+    shutil.copyfile(DATA / "everyday_photos.csv", dest / "everyday.csv")
+    return Path(shutil.copyfile(DATA / "real_photos.csv", dest / "pairs.csv"))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ TOP_K = 20
 TEMPERATURE = 2.0
 PROMPTS = ("a photo of a {}.", "{}")
 SYNONYMS_PER_CLASS = 3
-CONFIG = f"conse-v1:k{TOP_K}:t{TEMPERATURE}:{'|'.join(PROMPTS)}:s{SYNONYMS_PER_CLASS}"
+USE_DEFINITIONS = True  # WordNet glosses shipped by timm ("a cat with a grey or tawny coat ...")
+CONFIG = f"conse-v2:k{TOP_K}:t{TEMPERATURE}:{'|'.join(PROMPTS)}:s{SYNONYMS_PER_CLASS}:d{int(USE_DEFINITIONS)}"
 
 
 def _effnet() -> Any:
@@ -50,7 +51,7 @@ def _effnet() -> Any:
 
 
 def class_texts() -> tuple[list[str], np.ndarray]:
-    """Prompted ImageNet class names and the class each belongs to."""
+    """Prompted ImageNet class names (and their WordNet glosses), with the class each belongs to."""
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
@@ -61,6 +62,10 @@ def class_texts() -> tuple[list[str], np.ndarray]:
             for prompt in PROMPTS:
                 texts.append(prompt.format(syn))
                 owner.append(i)
+        if USE_DEFINITIONS:
+            gloss = info.label_name_to_description(info.index_to_label_name(i), detailed=True)
+            texts.append(gloss.split(":", 1)[-1].strip())
+            owner.append(i)
     return texts, np.asarray(owner)
 
 

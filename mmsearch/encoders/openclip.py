@@ -58,7 +58,8 @@ class OpenClipEncoder:
                 arch, pretrained=pretrained, device=self.device
             )
         except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors alike
-            raise ModelError(f"cannot load OpenCLIP model {arch} ({pretrained}): {e}") from e
+            hint = " (offline? use --model builtin, which needs no download)" if ckpt is None else ""
+            raise ModelError(f"cannot load OpenCLIP model {arch} ({pretrained}): {e}{hint}") from e
         model.eval()
         self._torch = torch
         self.model: Any = model
