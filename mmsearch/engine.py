@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders import DEFAULT_MODEL, IMAGE, TEXT, Encoder, load_encoder
+from mmsearch.encoders import DEFAULT_MODEL, IMAGE, TEXT, Encoder, canonical_name, load_encoder
 from mmsearch.errors import (
     IndexNotFoundError,
     MmsearchError,
@@ -61,6 +61,7 @@ class Engine:
     def __init__(self, index_dir: Path, model: str | None = None, recipe: str | None = None) -> None:
         self.dir = index_dir
         self.store = Store(index_dir / Store.FILENAME)
+        model = canonical_name(model) if model else None
         self._requested_model = model
         self._encoder: Encoder | None = None
         self._spaces: dict[str, VectorIndex] = {}
@@ -77,7 +78,7 @@ class Engine:
             self.store.close()
             raise ModelMismatchError(
                 f"index {index_dir} was built with model {recorded!r}, not {model!r}: "
-                f"omit --model to use it, or index into another --index to use {model!r}"
+                f"omit --model to use it, or re-index into another --index to use {model!r}"
             )
 
     # -- lifecycle ----------------------------------------------------------------------------

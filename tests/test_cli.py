@@ -104,7 +104,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
     code = (
         "import sys; from typer.testing import CliRunner; from mmsearch.cli import app; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-        "[CliRunner().invoke(app, [c, '--help']) for c in ('index', 'query', 'info', 'models', 'eval')]; "
+        "[CliRunner().invoke(app, [c, '--help']) for c in ('index', 'query', 'info', 'models', 'eval', 'train')]; "
         "heavy = [m for m in ('torch', 'faiss', 'open_clip', 'sentence_transformers', 'sqlalchemy', 'numpy') "
         "if m in sys.modules]; print(heavy)"
     )

@@ -84,3 +84,25 @@ def test_openclip_model_indexes_and_finds_real_photos(vit_b32_checkpoint, tmp_pa
     clear_cache()
     with Engine.open(tmp_path / "idx") as eng, pytest.raises(Exception, match="different weights"):
         eng.search(text="a cat")
+
+
+def test_openclip_base_trains_through_the_same_code_path(vit_b32_checkpoint, tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic import write_split
+
+    from mmsearch.encoders import load_encoder
+    from mmsearch.evaluation import load_pairs
+    from mmsearch.training.train import TrainConfig, train
+
+    train_csv, _ = write_split(tmp_path / "scenes", per_combo=1, held_pairs=20)  # 4 colour-shape pairs x 4
+    base = f"openclip:ViT-B-32@{vit_b32_checkpoint[0]}"
+    report = train(load_pairs(train_csv), tmp_path / "m", TrainConfig(base=base, epochs=2, batch_size=8))
+    assert [h.epoch for h in report.history] == [1, 2] and report.pairs_per_second > 0
+    enc = load_encoder(str(tmp_path / "m"))
+    assert enc.dim == 512 and enc.name == str((tmp_path / "m").resolve())
+    from PIL import Image
+
+    vec = enc.encode_image([Image.new("RGB", (64, 64), (200, 20, 20))])
+    assert vec.shape == (1, 512) and abs(float((vec**2).sum()) - 1.0) < 1e-5

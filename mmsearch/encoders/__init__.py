@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mmsearch.encoders.base import AUDIO, IMAGE, MODALITIES, TEXT, Encoder, l2_normalize
 from mmsearch.errors import ModelError
@@ -22,6 +23,7 @@ __all__ = [
     "Encoder",
     "ModelInfo",
     "available_models",
+    "canonical_name",
     "clear_cache",
     "l2_normalize",
     "load_encoder",
@@ -47,7 +49,7 @@ class ModelInfo:
 _factories: dict[str, Factory] = {}
 _aliases: dict[str, Callable[[], Encoder]] = {}
 _cache: dict[str, Encoder] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a trained model loads its base model
 
 
 def register(prefix: str, factory: Factory) -> None:
@@ -94,18 +96,36 @@ _aliases["minilm"] = _minilm
 _aliases["builtin"] = _builtin
 
 
+def _is_model_dir(name: str) -> bool:
+    from mmsearch.encoders.trained import is_model_dir
+
+    return is_model_dir(name)
+
+
+def canonical_name(name: str) -> str:
+    """The name an index records: model directories become absolute paths, other names stay."""
+    name = name.strip()
+    if name not in _aliases and _is_model_dir(name):
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
 def load_encoder(name: str) -> Encoder:
     """Load (or return the cached) encoder for a model name.
 
     Raises:
         ModelError: unknown prefix, bad spec, or the backend failed to load.
     """
-    name = name.strip()
+    name = canonical_name(name)
     with _lock:
         if name in _cache:
             return _cache[name]
         if name in _aliases:
             enc = _aliases[name]()
+        elif _is_model_dir(name):
+            from mmsearch.encoders.trained import TrainedEncoder
+
+            enc = TrainedEncoder(Path(name))
         else:
             prefix, sep, spec = name.partition(":")
             factory = _factories.get(prefix)

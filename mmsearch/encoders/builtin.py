@@ -96,24 +96,33 @@ class BuiltinEncoder:
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.encode_text(texts)
 
-    def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """ImageNet-1k softmax probabilities, ``[n, 1000]``."""
-        batch = self._torch.stack([_preprocess(im) for im in images])
-        with self._torch.no_grad():
-            logits = self.cnn(batch).float().numpy()
+    feature_dim = 1280 * 4
+
+    def image_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """One CNN pass: (ConSE vectors ``[n, 384]``, 2x2-pooled feature maps ``[n, 5120]``).
+
+        The pooled map keeps colour, texture and left/right layout that class names lose; trained
+        heads (``mmsearch train``) read it.
+        """
+        torch = self._torch
+        batch = torch.stack([_preprocess(im) for im in images])
+        with torch.no_grad():
+            fmap = self.cnn.forward_features(batch)
+            logits = self.cnn.forward_head(fmap).float().numpy()
+            pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1).float().numpy()
         z = logits / TEMPERATURE
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        return p / p.sum(axis=1, keepdims=True)
+        probs = np.exp(z - z.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        top = np.argsort(-probs, axis=1)[:, :TOP_K]
+        weights = np.take_along_axis(probs, top, axis=1)
+        weights /= weights.sum(axis=1, keepdims=True)
+        conse = l2_normalize(np.einsum("nk,nkd->nd", weights, self.classes[top]))
+        return conse, np.ascontiguousarray(pooled, dtype=np.float32)
 
     def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        probs = self.class_probabilities(images)
-        top = np.argsort(-probs, axis=1)[:, :TOP_K]
-        weights = np.take_along_axis(probs, top, axis=1)
-        weights /= weights.sum(axis=1, keepdims=True)
-        out = np.einsum("nk,nkd->nd", weights, self.classes[top])
-        return l2_normalize(out)
+        return self.image_features(images)[0]
 
 
 def _preprocess(im: Image.Image) -> Any:

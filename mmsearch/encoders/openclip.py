@@ -81,10 +81,18 @@ class OpenClipEncoder:
     def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self.image_features(images)[0]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.dim
+
+    def image_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised embeddings, raw embeddings): what trained heads read (``mmsearch train``)."""
         with self._torch.no_grad():
             batch = self._torch.stack([self.preprocess(im) for im in images]).to(self.device)
             out = self.model.encode_image(batch).float().cpu().numpy()
-        return l2_normalize(out)
+        return l2_normalize(out), np.ascontiguousarray(out, dtype=np.float32)
 
 
 def list_pretrained() -> list[tuple[str, str, int | None]]:

@@ -1,0 +1,55 @@
+"""Trainable heads on top of frozen towers. Zero-initialised, so an untrained head is the base model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmsearch.training.loss import init_logit_scale
+
+
+class Heads(torch.nn.Module):
+    """``image = normalize(base + W·standardise(features))``; ``text = normalize(base + V·base)`` if trained.
+
+    Both residual layers start at zero: before any step the trained model *is* the base model,
+    so training starts at zero-shot quality.
+    """
+
+    def __init__(self, feature_dim: int, dim: int, train_text: bool = False) -> None:
+        super().__init__()
+        self.image = torch.nn.Linear(feature_dim, dim)
+        torch.nn.init.zeros_(self.image.weight)
+        torch.nn.init.zeros_(self.image.bias)
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.text: torch.nn.Linear | None = None
+        if train_text:
+            self.text = torch.nn.Linear(dim, dim)
+            torch.nn.init.zeros_(self.text.weight)
+            torch.nn.init.zeros_(self.text.bias)
+        self.logit_scale = init_logit_scale()
+
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0) + 1e-6)
+
+    def image_out(self, base: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        z = (features - self.feature_mean) / self.feature_std
+        return F.normalize(base + self.image(z), dim=-1)
+
+    def text_out(self, base: torch.Tensor) -> torch.Tensor:
+        if self.text is None:
+            return base
+        return F.normalize(base + self.text(base), dim=-1)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "feature_dim": self.image.in_features,
+            "dim": self.image.out_features,
+            "train_text": self.text is not None,
+        }
