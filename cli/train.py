@@ -26,6 +26,12 @@ def train(
     train_text: Annotated[
         bool, typer.Option("--train-text", help="Also train a text head (default: text tower locked, LiT).")
     ] = False,
+    unfreeze_image: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Also train the last N stages of the image CNN (builtin: 1-7). Slower; 0 keeps it frozen."
+        ),
+    ] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT/last.pt.")] = False,
     path_key: Annotated[str, typer.Option(help="Column holding item paths.")] = "filepath",
     caption_key: Annotated[str, typer.Option(help="Column holding captions.")] = "caption",
@@ -57,6 +63,7 @@ def train(
             seed=seed,
             val_fraction=val_fraction,
             train_text=train_text,
+            unfreeze_image=unfreeze_image,
         )
         progress = Progress(
             TextColumn("{task.description}"),

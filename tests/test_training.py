@@ -105,3 +105,25 @@ def test_untrained_heads_are_the_base_model() -> None:
     base = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
     assert torch.allclose(heads.image_out(base, torch.randn(3, 10)), base)
     assert torch.allclose(heads.text_out(base), base)
+
+
+@pytest.mark.slow
+def test_unfreezing_the_last_cnn_stage_trains_it_and_loads_back(tmp_path: Path) -> None:
+    train_csv, test_csv = write_split(tmp_path / "scenes", per_combo=2)
+    out = tmp_path / "m"
+    result = runner.invoke(
+        app, ["train", str(train_csv), "--out", str(out), "--epochs", "4", "--unfreeze-image", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["best_val"]["R@1"] > report["zero_shot_val"]["R@1"]
+    assert json.loads((out / "config.json").read_text())["heads"]["unfreeze_image"] == 1
+    from mmsearch.encoders import load_encoder
+
+    base, trained = load_encoder("builtin"), load_encoder(str(out))
+    frozen = dict(base.cnn.blocks[6].named_parameters())  # type: ignore[attr-defined]
+    tuned = dict(trained.heads.trunk[0].named_parameters())  # type: ignore[attr-defined]
+    assert any(not torch.equal(frozen[k], tuned[k]) for k in frozen)  # the stage itself was trained
+    assert eval_r1(test_csv, str(out)) > eval_r1(test_csv, "builtin")
+    bad = runner.invoke(app, ["train", str(train_csv), "--out", str(tmp_path / "x"), "--unfreeze-image", "9"])
+    assert bad.exit_code == 1 and "between 1 and 7" in bad.stderr

@@ -110,19 +110,49 @@ class BuiltinEncoder:
             fmap = self.cnn.forward_features(batch)
             logits = self.cnn.forward_head(fmap).float().numpy()
             pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1).float().numpy()
+        return self._conse(logits), np.ascontiguousarray(pooled, dtype=np.float32)
+
+    def _conse(self, logits: np.ndarray) -> np.ndarray:
+        """Probability-weighted mean of the top-K class text vectors (Norouzi et al., 2014)."""
         z = logits / TEMPERATURE
         probs = np.exp(z - z.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         top = np.argsort(-probs, axis=1)[:, :TOP_K]
         weights = np.take_along_axis(probs, top, axis=1)
         weights /= weights.sum(axis=1, keepdims=True)
-        conse = l2_normalize(np.einsum("nk,nkd->nd", weights, self.classes[top]))
-        return conse, np.ascontiguousarray(pooled, dtype=np.float32)
+        return l2_normalize(np.einsum("nk,nkd->nd", weights, self.classes[top]))
 
     def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.image_features(images)[0]
+
+    # -- partial unfreezing (`mmsearch train --unfreeze-image N`) ----------------------------------
+    stages = 7
+
+    def image_activations(self, images: Sequence[Image.Image], unfreeze: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ConSE vectors, activations entering the last ``unfreeze`` stages of the frozen CNN)."""
+        torch = self._torch
+        split = self.stages - unfreeze
+        batch = torch.stack([_preprocess(im) for im in images])
+        with torch.no_grad():
+            h = self.cnn.bn1(self.cnn.conv_stem(batch))
+            acts = h
+            for i, stage in enumerate(self.cnn.blocks):
+                if i == split:
+                    acts = h
+                h = stage(h)
+            logits = self.cnn.forward_head(self.cnn.bn2(self.cnn.conv_head(h))).float().numpy()
+        return self._conse(logits), np.ascontiguousarray(acts.float().numpy())
+
+    def trainable_tail(self, unfreeze: int) -> Any:
+        """A copy of the last ``unfreeze`` stages + the head convolution: activations -> feature map."""
+        import copy
+
+        if not 1 <= unfreeze <= self.stages:
+            raise ModelError(f"--unfreeze-image must be between 1 and {self.stages} for builtin")
+        tail = self._torch.nn.Sequential(*self.cnn.blocks[self.stages - unfreeze :], self.cnn.conv_head, self.cnn.bn2)
+        return copy.deepcopy(tail)
 
 
 def _preprocess(im: Image.Image) -> Any:

@@ -51,11 +51,14 @@ class TrainedEncoder:
 
         self.path = path.expanduser().resolve()
         config = read_config(self.path)
-        self.base: Any = load_encoder(config["base"])
-        if not hasattr(self.base, "image_features"):
+        base: Any = load_encoder(config["base"])
+        self.base = base
+        if not hasattr(base, "image_features"):
             raise ModelError(f"base model {config['base']} has no trainable image features")
         head_cfg = config["heads"]
-        self.heads = Heads(head_cfg["feature_dim"], head_cfg["dim"], head_cfg["train_text"])
+        self.unfreeze = int(head_cfg.get("unfreeze_image", 0))
+        trunk = base.trainable_tail(self.unfreeze) if self.unfreeze else None
+        self.heads = Heads(head_cfg["feature_dim"], head_cfg["dim"], head_cfg["train_text"], trunk, self.unfreeze)
         try:
             data = (self.path / WEIGHTS).read_bytes()
             state = torch.load(self.path / WEIGHTS, map_location="cpu", weights_only=True)
@@ -82,7 +85,10 @@ class TrainedEncoder:
             raise ModelError(f"{self.name} cannot embed images")
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        base, feats = self.base.image_features(images)
+        if self.unfreeze:
+            base, feats = self.base.image_activations(images, self.unfreeze)
+        else:
+            base, feats = self.base.image_features(images)
         with self._torch.no_grad():
             out = self.heads.image_out(self._torch.from_numpy(base), self._torch.from_numpy(feats))
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)

@@ -17,8 +17,18 @@ class Heads(torch.nn.Module):
     so training starts at zero-shot quality.
     """
 
-    def __init__(self, feature_dim: int, dim: int, train_text: bool = False) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        dim: int,
+        train_text: bool = False,
+        trunk: torch.nn.Module | None = None,
+        unfreeze_image: int = 0,
+    ) -> None:
         super().__init__()
+        # trunk: trainable copy of the last CNN stages (activations -> feature map), or None (frozen)
+        self.trunk = trunk
+        self.unfreeze_image = unfreeze_image
         self.image = torch.nn.Linear(feature_dim, dim)
         torch.nn.init.zeros_(self.image.weight)
         torch.nn.init.zeros_(self.image.bias)
@@ -38,8 +48,20 @@ class Heads(torch.nn.Module):
         self.feature_mean.copy_(features.mean(0))
         self.feature_std.copy_(features.std(0) + 1e-6)
 
-    def image_out(self, base: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        z = (features - self.feature_mean) / self.feature_std
+    def train(self, mode: bool = True) -> Heads:
+        super().train(mode)
+        if self.trunk is not None:
+            self.trunk.eval()  # batch-norm statistics stay those of the pretrained network
+        return self
+
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Frozen features pass through; with a trunk, activations become 2x2-pooled feature maps."""
+        if self.trunk is None:
+            return inputs
+        return F.adaptive_avg_pool2d(self.trunk(inputs), 2).flatten(1)
+
+    def image_out(self, base: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        z = (self.features(inputs) - self.feature_mean) / self.feature_std
         return F.normalize(base + self.image(z), dim=-1)
 
     def text_out(self, base: torch.Tensor) -> torch.Tensor:
@@ -52,4 +74,5 @@ class Heads(torch.nn.Module):
             "feature_dim": self.image.in_features,
             "dim": self.image.out_features,
             "train_text": self.text is not None,
+            "unfreeze_image": self.unfreeze_image,
         }

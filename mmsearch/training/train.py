@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.2
     train_text: bool = False
+    unfreeze_image: int = 0  # trailing CNN stages trained too (builtin only); 0 = towers fully frozen
 
 
 @dataclass
@@ -106,7 +107,7 @@ class _Features:
     caption_id: Any  # [captions] torch long: equal captions share an id
 
 
-def _extract(encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks) -> _Features:
+def _extract(encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks, unfreeze: int = 0) -> _Features:
     import torch
 
     bases, feats = [], []
@@ -118,7 +119,10 @@ def _extract(encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks) -> 
                 images.append(decode_image(Path(item).read_bytes()).image)
             except (OSError, MediaError) as e:
                 raise MmsearchError(f"cannot train on {item}: {e}") from e
-        b, f = encoder.image_features(images)
+        if unfreeze:
+            b, f = encoder.image_activations(images, unfreeze)
+        else:
+            b, f = encoder.image_features(images)
         bases.append(b)
         feats.append(f)
         hooks.extract_advance(len(chunk))
@@ -139,7 +143,9 @@ def _validate(heads: Any, val: _Features) -> dict[str, float]:
     import torch
 
     with torch.no_grad():
-        items = heads.image_out(val.base, val.feats).numpy()
+        items = torch.cat(
+            [heads.image_out(b, f) for b, f in zip(val.base.split(256), val.feats.split(256), strict=True)]
+        ).numpy()
         texts = heads.text_out(val.text).numpy()
     return recall_at_k(texts, items, val.caption_item.tolist())["text_to_item"]
 
@@ -198,11 +204,18 @@ def train(
 
     torch.manual_seed(config.seed)
     hooks.extract_start(len(pairs.items) + len(val.items) + len(pairs.captions) + len(val.captions))
-    train_f = _extract(encoder, pairs, config.batch_size, hooks)
-    val_f = _extract(encoder, val, config.batch_size, hooks)
+    trunk = None
+    if config.unfreeze_image:
+        if not hasattr(encoder, "trainable_tail"):
+            raise MmsearchError(f"--unfreeze-image is not available for {config.base} (builtin only)")
+        trunk = encoder.trainable_tail(config.unfreeze_image)
+    train_f = _extract(encoder, pairs, config.batch_size, hooks, config.unfreeze_image)
+    val_f = _extract(encoder, val, config.batch_size, hooks, config.unfreeze_image)
 
-    heads = Heads(int(encoder.feature_dim), int(encoder.dim), config.train_text)
-    heads.set_feature_stats(train_f.feats)
+    heads = Heads(int(encoder.feature_dim), int(encoder.dim), config.train_text, trunk, config.unfreeze_image)
+    with torch.no_grad():
+        heads.eval()
+        heads.set_feature_stats(torch.cat([heads.features(c) for c in train_f.feats.split(256)]))
     opt = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     zero_shot = _validate(heads, val_f)
     best, best_epoch, start_epoch = zero_shot, 0, 1
