@@ -16,7 +16,9 @@ def eval_(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model to evaluate (see `mmsearch models`).", show_default=False),
+        typer.Option(
+            "--model", "-m", help="Model to evaluate (see `mmsearch models`). Default: builtin.", show_default=False
+        ),
     ] = None,
     path_key: Annotated[str, typer.Option(help="Column holding item paths, relative to the pairs file.")] = "filepath",
     caption_key: Annotated[str, typer.Option(help="Column holding captions.")] = "caption",

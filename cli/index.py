@@ -21,7 +21,7 @@ def index(
             "--model",
             "-m",
             help="Encoder for a new index (see `mmsearch models`). The index records it; later runs "
-            "and queries reuse it. Default: openclip:ViT-B-32/laion2b_s34b_b79k.",
+            "and queries reuse it. Default: builtin (offline); openclip:ViT-B-32/laion2b_s34b_b79k ranks better.",
             show_default=False,
         ),
     ] = None,

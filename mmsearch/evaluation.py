@@ -11,13 +11,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmsearch.encoders import IMAGE, Encoder
 from mmsearch.errors import MediaError, MmsearchError
 from mmsearch.media import decode_image, image_exts
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 KS = (1, 5, 10)
 
@@ -70,6 +73,17 @@ def load_pairs(path: str | os.PathLike[str], path_key: str = "filepath", caption
     return pairs
 
 
+def load_item_images(items: Sequence[str], purpose: str = "evaluate") -> list[Image.Image]:
+    """Decode the image files of a pairs file; a bad one is an error naming it (pairs are curated)."""
+    images = []
+    for item in items:
+        try:
+            images.append(decode_image(Path(item).read_bytes()).image)
+        except (OSError, MediaError) as e:
+            raise MmsearchError(f"cannot {purpose} {item}: {e}") from e
+    return images
+
+
 def recall_at_k(
     text_emb: np.ndarray, item_emb: np.ndarray, caption_item: Sequence[int], ks: Sequence[int] = KS
 ) -> dict[str, dict[str, float]]:
@@ -104,13 +118,7 @@ def evaluate(
     item_vecs = []
     for start in range(0, len(pairs.items), batch_size):
         chunk = pairs.items[start : start + batch_size]
-        images = []
-        for item in chunk:
-            try:
-                images.append(decode_image(Path(item).read_bytes()).image)
-            except (OSError, MediaError) as e:
-                raise MmsearchError(f"cannot evaluate {item}: {e}") from e
-        item_vecs.append(encoder.encode_image(images))
+        item_vecs.append(encoder.encode_image(load_item_images(chunk)))
         advance(len(chunk))
     text_vecs = []
     for start in range(0, len(pairs.captions), batch_size):

@@ -30,9 +30,12 @@ def query(idx: Path, *args: str) -> list[str]:
 
 def test_builtin_finds_real_photos_by_words_and_by_example(real_photos: Path, tmp_path: Path) -> None:
     idx = tmp_path / "idx"
-    result = runner.invoke(app, ["index", str(real_photos), "--model", "builtin", "--index", str(idx), "--json"])
+    # no --model: builtin is the default, and it needs no download
+    result = runner.invoke(app, ["index", str(real_photos), "--index", str(idx), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"] == {"image": 16}
+    info = json.loads(runner.invoke(app, ["info", "--index", str(idx), "--json"]).stdout)
+    assert info["model"] == "builtin" and info["dim"] == 384
     assert query(idx, "a cat")[0] == "cat.png"
     assert query(idx, "espresso")[0] == "coffee.png"
     assert query(idx, "a motorbike")[0] == "motorcycle.png"

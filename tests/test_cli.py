@@ -58,6 +58,7 @@ def test_info_and_models(photos: Path, tmp_path: Path) -> None:
     models = json.loads(run("models", "--json").stdout)
     names = [m["name"] for m in models]
     assert "minilm" in names and "openclip:ViT-B-32/laion2b_s34b_b79k" in names
+    assert next(m for m in models if m["name"] == "builtin")["note"].startswith("default")
     assert len(json.loads(run("models", "--all", "--json").stdout)) > len(models) + 50
 
 

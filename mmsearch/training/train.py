@@ -21,9 +21,8 @@ import numpy as np
 
 from mmsearch.encoders import IMAGE, load_encoder
 from mmsearch.encoders.trained import CONFIG, FORMAT, WEIGHTS
-from mmsearch.errors import MediaError, MmsearchError
-from mmsearch.evaluation import Pairs, recall_at_k
-from mmsearch.media import decode_image
+from mmsearch.errors import MmsearchError
+from mmsearch.evaluation import Pairs, load_item_images, recall_at_k
 
 LAST = "last.pt"
 
@@ -113,12 +112,7 @@ def _extract(encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks, unf
     bases, feats = [], []
     for start in range(0, len(pairs.items), batch_size):
         chunk = pairs.items[start : start + batch_size]
-        images = []
-        for item in chunk:
-            try:
-                images.append(decode_image(Path(item).read_bytes()).image)
-            except (OSError, MediaError) as e:
-                raise MmsearchError(f"cannot train on {item}: {e}") from e
+        images = load_item_images(chunk, purpose="train on")
         if unfreeze:
             b, f = encoder.image_activations(images, unfreeze)
         else:
