@@ -81,6 +81,7 @@ def test_skips_are_reported_one_line_each(tmp_path: Path) -> None:
         (["index", "{tmp}", "--model", "openclip:ViT-B-32", "--index", "{tmp}/i3"], "bad OpenCLIP model"),
         (["index", "{tmp}", "--model", "openclip:NoSuchNet@/x.pt", "--index", "{tmp}/i4"], "unknown OpenCLIP"),
         (["index", "{tmp}", "--model", "fake", "--recipe", "hnsw9", "--index", "{tmp}/i5"], "unknown recipe"),
+        (["index", "{tmp}", "--model", "{tmp}/no-model-dir", "--index", "{tmp}/i6"], "model directory not found"),
     ],
 )
 def test_errors_are_one_line_on_stderr_with_exit_1(tmp_path: Path, args: list[str], message: str) -> None:

@@ -130,6 +130,8 @@ def load_encoder(name: str) -> Encoder:
         else:
             prefix, sep, spec = name.partition(":")
             factory = _factories.get(prefix)
+            if factory is None and ("/" in name or name.startswith(".")):
+                raise ModelError(f"model directory not found (or has no config.json): {name}")
             if factory is None:
                 known = ", ".join(sorted([*(p + ":" for p in _factories), *_aliases]))
                 raise ModelError(f"unknown model {name!r}; known kinds: {known} (see `mmsearch models`)")
