@@ -127,3 +127,6 @@ def test_unfreezing_the_last_cnn_stage_trains_it_and_loads_back(tmp_path: Path) 
     assert eval_r1(test_csv, str(out)) > eval_r1(test_csv, "builtin")
     bad = runner.invoke(app, ["train", str(train_csv), "--out", str(tmp_path / "x"), "--unfreeze-image", "9"])
     assert bad.exit_code == 1 and "between 1 and 7" in bad.stderr
+    # resuming with other settings is a one-line error, not a traceback
+    bad = runner.invoke(app, ["train", str(train_csv), "--out", str(out), "--epochs", "5", "--resume"])
+    assert bad.exit_code == 1 and "written with other settings" in bad.stderr

@@ -13,13 +13,13 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmsearch.encoders import IMAGE, load_encoder
+from mmsearch.encoders import IMAGE, canonical_name, load_encoder
 from mmsearch.encoders.trained import CONFIG, FORMAT, WEIGHTS
 from mmsearch.errors import MmsearchError
 from mmsearch.evaluation import Pairs, load_item_images, recall_at_k
@@ -183,7 +183,9 @@ def train(
     from mmsearch.training.heads import Heads
     from mmsearch.training.loss import clip_loss
 
+    # a model directory as base is recorded by its absolute path
     config = config or TrainConfig()
+    config = replace(config, base=canonical_name(config.base))
     hooks = hooks or TrainHooks()
     out = Path(out_dir).expanduser().resolve()
     t0 = time.perf_counter()
@@ -219,8 +221,11 @@ def train(
             state = torch.load(out / LAST, map_location="cpu", weights_only=False)
         except OSError as e:
             raise MmsearchError(f"nothing to resume in {out}: {e}") from e
-        heads.load_state_dict(state["heads"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            heads.load_state_dict(state["heads"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise MmsearchError(f"cannot resume from {out / LAST}: it was written with other settings ({e})") from e
         best, best_epoch, start_epoch = state["best"], state["best_epoch"], state["epoch"] + 1
         zero_shot = state["zero_shot"]
         history = [EpochStats(**h) for h in state["history"]]
