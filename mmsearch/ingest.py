@@ -9,7 +9,6 @@ run goes on. Each batch is one SQLite transaction, so an interrupted run keeps w
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import stat
 import time
@@ -21,13 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from mmsearch.encoders import IMAGE, TEXT, Encoder
 from mmsearch.errors import MediaError
 from mmsearch.media import TEXT_EXTS, content_hash, decode_image, decode_text, excerpt, image_exts
 from mmsearch.store import ItemRecord, Store
-from mmsearch.store.db import KnownFile
+from mmsearch.store.db import KnownFile, Reusable
 
 
 class VectorSink(Protocol):
@@ -255,7 +253,7 @@ class Ingestor:
         self.follow_symlinks = follow_symlinks
         self.hooks = hooks or IngestHooks()
         self.report = IngestReport()
-        self._run_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._run_vectors: dict[tuple[str, str], Reusable] = {}
 
     def _skip(self, path: str, reason: str) -> None:
         self.report.skipped.append((path, reason))
@@ -277,22 +275,19 @@ class Ingestor:
                     item.caption = decode_text(f.read())
             except (OSError, MediaError):
                 item.caption = None
-        reused = self._run_vectors.get((h, cand.modality))
-        if reused is None:
-            reused = self.store.vector_for_hash(h, cand.modality)
+        reused = self._run_vectors.get((h, cand.modality)) or self.store.vector_for_hash(h, cand.modality)
         if cand.modality == IMAGE:
             if reused is None:
                 decoded = decode_image(data)
                 item.payload, item.width, item.height = decoded.image, decoded.width, decoded.height
-            else:
-                with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
-                    item.width, item.height = im.size  # header only: the vector is reused
+            else:  # same bytes, so the same upright size as when they were decoded
+                item.width, item.height = reused.width, reused.height
         else:
             text = decode_text(data)
             item.excerpt = excerpt(text)
             if reused is None:
                 item.payload = text
-        item.vector = reused
+        item.vector = None if reused is None else reused.vector
         return item
 
     # -- main thread --------------------------------------------------------------------------
@@ -387,7 +382,7 @@ class Ingestor:
             for x, v in zip(need, vecs, strict=True):
                 x.vector = v
                 x.payload = None
-                self._run_vectors[(x.content_hash, modality)] = v
+                self._run_vectors[(x.content_hash, modality)] = Reusable(v, x.width, x.height)
         self.report.reused += len(batch) - len(need)
         records = [
             ItemRecord(

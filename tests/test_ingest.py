@@ -380,3 +380,23 @@ def test_unreadable_file_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         report = eng.index([root])
         assert report.skipped == [(str(locked), "cannot read: Permission denied")]
         assert paths_in(eng) == {"open.jpg"}
+
+
+def test_renamed_rotated_photo_keeps_its_upright_size(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    root.mkdir()
+    stored = Image.new("RGB", (60, 40), (200, 30, 30))  # shown upright as 40 wide x 60 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(root / "a.jpg", exif=exif.tobytes())
+    with Engine.open(tmp_path / "idx", model="fake", create=True) as eng:
+        eng.index([root])
+        shutil.copy(root / "a.jpg", root / "b.jpg")  # same bytes: vector reused, not decoded
+        (root / "a.jpg").rename(root / "c.jpg")
+        report = eng.index([root])
+        assert report.reused == 2
+        sizes = {
+            Path(i.path).name: (i.width, i.height)
+            for i in eng.store.get_items(eng.store.ids("image").tolist()).values()
+        }
+        assert sizes == {"b.jpg": (40, 60), "c.jpg": (40, 60)}

@@ -56,7 +56,7 @@ def test_write_delete_bump_generations_and_roundtrip_vectors(tmp_path: Path) -> 
     chunks = list(store.iter_vectors("image", batch=2))
     assert [len(c[0]) for c in chunks] == [2, 1]
     np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks])[2], vec + 2)
-    np.testing.assert_array_equal(store.vector_for_hash("h1", "image"), vec + 1)
+    np.testing.assert_array_equal(store.vector_for_hash("h1", "image").vector, vec + 1)
     assert store.delete_items(ids[:1]) == {"image": [ids[0]]}
     assert store.generation("image") == 2 and store.counts() == {"image": 2}
     store.close()

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
@@ -35,6 +35,14 @@ class ItemRecord:
     caption: str | None = None
     caption_path: str | None = None
     caption_sig: str | None = None
+
+
+class Reusable(NamedTuple):
+    """What a file with already-indexed content takes over instead of being decoded and embedded."""
+
+    vector: np.ndarray
+    width: int | None
+    height: int | None
 
 
 @dataclass(frozen=True)
@@ -127,16 +135,18 @@ class Store:
             )
             return {r[0]: KnownFile(*r[1:]) for r in rows}
 
-    def vector_for_hash(self, content_hash: str, modality: str) -> np.ndarray | None:
-        """A stored vector of an item with the same content (a duplicate or renamed file)."""
+    def vector_for_hash(self, content_hash: str, modality: str) -> Reusable | None:
+        """The stored vector (and decoded size) of an item with the same content: a duplicate or renamed file."""
         with Session(self.engine) as s:
-            data = s.scalar(
-                select(Vector.data)
+            row = s.execute(
+                select(Vector.data, Item.width, Item.height)
                 .join(Item, Item.id == Vector.item_id)
                 .where(Item.content_hash == content_hash, Item.modality == modality, Vector.space == modality)
                 .limit(1)
-            )
-        return None if data is None else np.frombuffer(data, dtype=np.float32).copy()
+            ).first()
+        if row is None:
+            return None
+        return Reusable(np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2])
 
     def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
         if not ids:
