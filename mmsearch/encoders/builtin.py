@@ -104,13 +104,25 @@ class BuiltinEncoder:
         The pooled map keeps colour, texture and left/right layout that class names lose; trained
         heads (``mmsearch train``) read it.
         """
+        conse, fmap = self._forward(images, split=None)
+        pooled = self._torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1)
+        return conse, np.ascontiguousarray(pooled.float().numpy(), dtype=np.float32)
+
+    def _forward(self, images: Sequence[Image.Image], split: int | None) -> tuple[np.ndarray, Any]:
+        """The frozen CNN: (ConSE vectors, the activations entering stage ``split``, or the final feature map)."""
         torch = self._torch
+        cnn = self.cnn
         batch = torch.stack([_preprocess(im) for im in images])
         with torch.no_grad():
-            fmap = self.cnn.forward_features(batch)
-            logits = self.cnn.forward_head(fmap).float().numpy()
-            pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1).float().numpy()
-        return self._conse(logits), np.ascontiguousarray(pooled, dtype=np.float32)
+            h = cnn.bn1(cnn.conv_stem(batch))
+            kept = None
+            for i, stage in enumerate(cnn.blocks):
+                if i == split:
+                    kept = h
+                h = stage(h)
+            fmap = cnn.bn2(cnn.conv_head(h))
+            logits = cnn.forward_head(fmap).float().numpy()
+        return self._conse(logits), fmap if kept is None else kept
 
     def _conse(self, logits: np.ndarray) -> np.ndarray:
         """Probability-weighted mean of the top-K class text vectors (Norouzi et al., 2014)."""
@@ -132,18 +144,8 @@ class BuiltinEncoder:
 
     def image_activations(self, images: Sequence[Image.Image], unfreeze: int) -> tuple[np.ndarray, np.ndarray]:
         """(ConSE vectors, activations entering the last ``unfreeze`` stages of the frozen CNN)."""
-        torch = self._torch
-        split = self.stages - unfreeze
-        batch = torch.stack([_preprocess(im) for im in images])
-        with torch.no_grad():
-            h = self.cnn.bn1(self.cnn.conv_stem(batch))
-            acts = h
-            for i, stage in enumerate(self.cnn.blocks):
-                if i == split:
-                    acts = h
-                h = stage(h)
-            logits = self.cnn.forward_head(self.cnn.bn2(self.cnn.conv_head(h))).float().numpy()
-        return self._conse(logits), np.ascontiguousarray(acts.float().numpy())
+        conse, acts = self._forward(images, split=self.stages - unfreeze)
+        return conse, np.ascontiguousarray(acts.float().numpy())
 
     def trainable_tail(self, unfreeze: int) -> Any:
         """A copy of the last ``unfreeze`` stages + the head convolution: activations -> feature map."""

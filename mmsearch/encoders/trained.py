@@ -7,6 +7,7 @@ the head weights. Use it anywhere a model name goes: ``--model path/to/MODEL_DIR
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,8 +61,8 @@ class TrainedEncoder:
         trunk = base.trainable_tail(self.unfreeze) if self.unfreeze else None
         self.heads = Heads(head_cfg["feature_dim"], head_cfg["dim"], head_cfg["train_text"], trunk, self.unfreeze)
         try:
-            data = (self.path / WEIGHTS).read_bytes()
-            state = torch.load(self.path / WEIGHTS, map_location="cpu", weights_only=True)
+            data = (self.path / WEIGHTS).read_bytes()  # read once: loaded and fingerprinted
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             self.heads.load_state_dict(state)
         except (OSError, RuntimeError, KeyError) as e:
             raise ModelError(f"cannot load trained heads from {self.path / WEIGHTS}: {e}") from e
