@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders import DEFAULT_MODEL, IMAGE, TEXT, Encoder, canonical_name, load_encoder
+from mmsearch.encoders import AUDIO, DEFAULT_MODEL, IMAGE, TEXT, Encoder, canonical_name, load_encoder
 from mmsearch.errors import (
     IndexNotFoundError,
     MmsearchError,
@@ -20,7 +20,7 @@ from mmsearch.errors import (
     ModelMismatchError,
     QueryError,
 )
-from mmsearch.ingest import IngestHooks, Ingestor, IngestReport
+from mmsearch.ingest import IngestHooks, Ingestor, IngestReport, indexable_modalities
 from mmsearch.media import load_image
 from mmsearch.paths import resolve_index_dir
 from mmsearch.query import Hit, embed_query, item_metadata, merge_results, resolve_targets
@@ -243,7 +243,7 @@ class Engine:
             if not root.exists():
                 raise MmsearchError(f"no such file or folder: {p}")
             roots.append(root.resolve())
-        for space in self.encoder.modalities:
+        for space in indexable_modalities(self.encoder):
             self._space(space)  # load (or rebuild) before the store changes under it
         ingestor = Ingestor(
             self.store,
@@ -267,21 +267,30 @@ class Engine:
         image: str | os.PathLike[str] | Image.Image | None = None,
         target: str | None = None,
         k: int = 10,
+        audio: str | os.PathLike[str] | None = None,
     ) -> list[Hit]:
-        """Rank indexed items for a text and/or image query.
+        """Rank indexed items for a text, image and/or audio query.
 
         Args:
             text: Query text.
             image: Query image: a path or a PIL image.
-            target: ``image``, ``text``, ``audio`` or ``any``; default images (text for text-only models).
+            target: ``image``, ``text``, ``audio`` or ``any``; default: the modality of an image or audio
+                query, else images (text for text-only models).
             k: Number of results.
+            audio: Query sound: a path to an audio file.
+
+        Audio hits carry ``duration`` and ``match`` (the segment that matches best: its start and end
+        in seconds, and for speech its words) in their metadata.
         """
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         img = Path(image) if isinstance(image, (str, os.PathLike)) else image
-        q = embed_query(self.encoder, text=text, image=img)
+        snd = Path(audio) if audio is not None else None
+        q = embed_query(self.encoder, text=text, image=img, audio=snd)
+        default = AUDIO if snd is not None and img is None and not text else IMAGE if img is not None else None
         present = set(self.store.spaces())
-        per_space = [self._space(s).search(q, k) for s in resolve_targets(target, self.encoder) if s in present]
+        spaces = resolve_targets(target, self.encoder, default)
+        per_space = [self._space(s).search(q, k) for s in spaces if s in present]
         ranked = merge_results(per_space, k)
         items = self.store.get_items([i for i, _ in ranked])
         hits: list[Hit] = []
@@ -289,14 +298,42 @@ class Engine:
             item = items.get(item_id)
             if item is None:
                 continue
-            hits.append(Hit(item_id, len(hits) + 1, float(score), item.path, item.modality, item_metadata(item)))
+            meta = item_metadata(item)
+            if item.modality == AUDIO:
+                meta.update(self._where(item_id, q[0]))
+            hits.append(Hit(item_id, len(hits) + 1, float(score), item.path, item.modality, meta))
         return hits
+
+    def _where(self, item_id: int, query: np.ndarray) -> dict[str, Any]:
+        """Where in an audio item a query matches best: its best segment's time span and words."""
+        from mmsearch.audio_analysis import Segment, best_segment
+
+        segs = [Segment(s.start, s.end, s.kind, s.vector, s.text) for s in self.store.segments(item_id)]
+        found = best_segment(segs, query)
+        if found is None:
+            return {}
+        seg, score = found
+        match: dict[str, Any] = {"start": round(seg.start, 2), "end": round(seg.end, 2), "kind": seg.kind}
+        if seg.text:
+            match["text"] = seg.text
+        match["score"] = round(score, 6)
+        return {"match": match}
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts into the index's space: float32 ``[n, dim]``, L2-normalised."""
         if TEXT not in self.encoder.modalities:
             raise ModelError(f"model {self.model_name} cannot embed text")
         return self.encoder.encode_text(list(texts))
+
+    def embed_audio(self, paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+        """Embed audio files into the index's space (speech through the text tower, sound through the sound tower)."""
+        from mmsearch.audio_analysis import analyze, can_index_audio
+
+        if not can_index_audio(self.encoder):
+            raise ModelError(f"model {self.model_name} cannot embed audio")
+        if not paths:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([analyze(p, self.encoder).vector for p in paths])
 
     def embed_image(self, images: Sequence[str | os.PathLike[str] | Image.Image]) -> np.ndarray:
         """Embed images (paths or PIL images) into the index's space."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders import IMAGE, Encoder
+from mmsearch.encoders import AUDIO, IMAGE, Encoder
 from mmsearch.errors import MediaError, MmsearchError
 from mmsearch.media import decode_image, image_exts
 
@@ -73,6 +73,39 @@ def load_pairs(path: str | os.PathLike[str], path_key: str = "filepath", caption
     return pairs
 
 
+def item_modality(item: str) -> str:
+    """``image`` or ``audio`` by file extension; anything else is an error naming the file."""
+    from mmsearch.audio import audio_exts
+
+    ext = os.path.splitext(item)[1].lower()
+    if ext in image_exts():
+        return IMAGE
+    if ext in audio_exts():
+        return AUDIO
+    raise MmsearchError(f"cannot use {item}: only image and audio items are supported")
+
+
+def pairs_modality(pairs: Pairs) -> str:
+    """The one modality of a pairs file's items (mixing images and sounds in one file is an error)."""
+    kinds = {item_modality(i) for i in pairs.items}
+    if len(kinds) > 1:
+        raise MmsearchError("a pairs file must hold one kind of item: put images and sounds in separate files")
+    return kinds.pop()
+
+
+def embed_audio_items(encoder: Encoder, items: Sequence[str], purpose: str = "evaluate") -> np.ndarray:
+    """Each audio file's item vector, exactly as `mmsearch index` computes it."""
+    from mmsearch.audio_analysis import analyze
+
+    out = []
+    for item in items:
+        try:
+            out.append(analyze(item, encoder).vector)
+        except MediaError as e:
+            raise MmsearchError(f"cannot {purpose} {item}: {e}") from e
+    return np.stack(out)
+
+
 def load_item_images(items: Sequence[str], purpose: str = "evaluate") -> list[Image.Image]:
     """Decode the image files of a pairs file; a bad one is an error naming it (pairs are curated)."""
     images = []
@@ -109,16 +142,20 @@ def evaluate(
     advance: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Any]:
     """Embed the pairs with ``encoder`` and report recall; the `mmsearch eval --json` shape."""
-    exts = image_exts()
-    for item in pairs.items:
-        if os.path.splitext(item)[1].lower() not in exts:
-            raise MmsearchError(f"cannot evaluate {item}: only image items are supported")
-    if IMAGE not in encoder.modalities:
+    from mmsearch.audio_analysis import can_index_audio
+
+    modality = pairs_modality(pairs)
+    if modality == IMAGE and IMAGE not in encoder.modalities:
         raise MmsearchError(f"model {encoder.name} cannot embed images")
+    if modality == AUDIO and not can_index_audio(encoder):
+        raise MmsearchError(f"model {encoder.name} cannot embed audio")
     item_vecs = []
     for start in range(0, len(pairs.items), batch_size):
         chunk = pairs.items[start : start + batch_size]
-        item_vecs.append(encoder.encode_image(load_item_images(chunk)))
+        if modality == IMAGE:
+            item_vecs.append(encoder.encode_image(load_item_images(chunk)))
+        else:
+            item_vecs.append(embed_audio_items(encoder, chunk))
         advance(len(chunk))
     text_vecs = []
     for start in range(0, len(pairs.captions), batch_size):
@@ -126,4 +163,10 @@ def evaluate(
         text_vecs.append(encoder.encode_text(chunk))
         advance(len(chunk))
     result = recall_at_k(np.concatenate(text_vecs), np.concatenate(item_vecs), pairs.caption_item)
-    return {"model": encoder.name, "pairs": len(pairs.captions), "items": len(pairs.items), **result}
+    return {
+        "model": encoder.name,
+        "modality": modality,
+        "pairs": len(pairs.captions),
+        "items": len(pairs.items),
+        **result,
+    }

@@ -21,11 +21,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mmsearch.encoders import IMAGE, TEXT, Encoder
+from mmsearch.audio import audio_exts, file_hash, probe
+from mmsearch.audio_analysis import can_index_audio
+from mmsearch.encoders import AUDIO, IMAGE, TEXT, Encoder
 from mmsearch.errors import MediaError
 from mmsearch.media import TEXT_EXTS, content_hash, decode_image, decode_text, excerpt, image_exts
 from mmsearch.store import ItemRecord, Store
-from mmsearch.store.db import KnownFile, Reusable
+from mmsearch.store.db import KnownFile, Reusable, SegmentRecord
+
+
+def indexable_modalities(encoder: Encoder) -> frozenset[str]:
+    """What a model can index: its own modalities, plus audio through speech when it reads text."""
+    return encoder.modalities | ({AUDIO} if can_index_audio(encoder) else frozenset())
 
 
 class VectorSink(Protocol):
@@ -111,6 +118,7 @@ def walk(
     """
     result = WalkResult()
     img_exts = image_exts()
+    snd_exts = audio_exts()
     visited: set[tuple[int, int]] = set()
 
     def classify(name: str) -> str | None:
@@ -119,11 +127,13 @@ def walk(
             return IMAGE
         if ext in TEXT_EXTS:
             return TEXT
+        if ext in snd_exts:
+            return AUDIO
         return None
 
     def handle_dir_files(files: list[tuple[str, os.stat_result]]) -> None:
         names = {os.path.basename(p): (p, st) for p, st in files}
-        images = {n for n in names if classify(n) == IMAGE}
+        images = {n for n in names if classify(n) in (IMAGE, AUDIO)}  # media that can own a caption file
         captions: dict[str, tuple[str, os.stat_result]] = {}
         for n in names:
             if classify(n) != TEXT or not n.lower().endswith(".txt"):
@@ -217,12 +227,15 @@ class _Loaded:
     size: int
     mtime_ns: int
     content_hash: str
-    payload: Any = None  # PIL image or text to encode; None when the vector is reused
+    payload: Any = None  # PIL image, text or audio path to encode; None when the vector is reused
     vector: np.ndarray | None = None
     width: int | None = None
     height: int | None = None
     excerpt: str | None = None
     caption: str | None = None
+    duration: float | None = None
+    segments: Sequence[SegmentRecord] = ()
+    fresh: bool = False  # embedded in this run (not reused)
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -261,6 +274,8 @@ class Ingestor:
 
     # -- per-file work in worker threads -----------------------------------------------------
     def _load(self, cand: Candidate) -> _Loaded:
+        if cand.modality == AUDIO:
+            return self._load_audio(cand)
         try:
             with open(cand.path, "rb") as f:
                 data = f.read()
@@ -269,12 +284,7 @@ class Ingestor:
             raise MediaError(f"cannot read: {e.strerror or e}") from e
         h = content_hash(data)
         item = _Loaded(cand, len(data), st.st_mtime_ns, h)
-        if cand.caption_path:
-            try:
-                with open(cand.caption_path, "rb") as f:
-                    item.caption = decode_text(f.read())
-            except (OSError, MediaError):
-                item.caption = None
+        self._read_caption(item)
         reused = self._run_vectors.get((h, cand.modality)) or self.store.vector_for_hash(h, cand.modality)
         if cand.modality == IMAGE:
             if reused is None:
@@ -290,11 +300,35 @@ class Ingestor:
         item.vector = None if reused is None else reused.vector
         return item
 
+    def _read_caption(self, item: _Loaded) -> None:
+        if item.cand.caption_path:
+            try:
+                with open(item.cand.caption_path, "rb") as f:
+                    item.caption = decode_text(f.read())
+            except (OSError, MediaError):
+                item.caption = None
+
+    def _load_audio(self, cand: Candidate) -> _Loaded:
+        """Hash in chunks (recordings can be GBs) and check the header; the analysis runs in _flush."""
+        h, size, mtime_ns = file_hash(cand.path)
+        if size == 0:
+            raise MediaError("empty file")
+        item = _Loaded(cand, size, mtime_ns, h)
+        self._read_caption(item)
+        reused = self.store.vector_for_hash(h, AUDIO)
+        if reused is not None:
+            item.vector, item.duration, item.excerpt = reused.vector, reused.duration, reused.excerpt
+            item.segments = reused.segments
+        else:
+            probe(cand.path)  # unreadable files fail here, in a worker, not in the main thread
+            item.payload = cand.path
+        return item
+
     # -- main thread --------------------------------------------------------------------------
     def run(self, roots: Sequence[Path]) -> IngestReport:
         t0 = time.perf_counter()
         root_strs = [str(r) for r in roots]
-        found = walk(roots, self.encoder.modalities, self._skip, self.include_hidden, self.follow_symlinks)
+        found = walk(roots, indexable_modalities(self.encoder), self._skip, self.include_hidden, self.follow_symlinks)
         self.report.ignored = found.ignored
         known = self.store.known_files()
         seen = {c.path for c in found.candidates}
@@ -337,7 +371,7 @@ class Ingestor:
         self.report.removed += len(ids)
 
     def _process(self, todo: list[Candidate], replace: dict[str, KnownFile], failed: list[int]) -> None:
-        pending: dict[str, list[_Loaded]] = {IMAGE: [], TEXT: []}
+        pending: dict[str, list[_Loaded]] = {IMAGE: [], TEXT: [], AUDIO: []}
         window = max(2 * self.batch_size, 2 * self.workers)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mmsearch-decode")
         queue: deque[tuple[Candidate, Future[_Loaded]]] = deque()
@@ -362,28 +396,56 @@ class Ingestor:
                     continue
                 batch = pending[cand.modality]
                 batch.append(loaded)
-                # flush when the model has a full batch, or when many reused vectors wait to be written
-                if len(batch) >= 8 * self.batch_size or sum(x.vector is None for x in batch) >= self.batch_size:
-                    self._flush(batch, replace)
+                # flush when the model has a full batch, or when many reused vectors wait to be written;
+                # each audio file to analyse is its own batch (one may be hours long)
+                full = self.batch_size if cand.modality != AUDIO else 1
+                if len(batch) >= 8 * self.batch_size or sum(x.vector is None for x in batch) >= full:
+                    self._flush(batch, replace, failed)
                     batch.clear()
             for batch in pending.values():
                 if batch:
-                    self._flush(batch, replace)
+                    self._flush(batch, replace, failed)
                     batch.clear()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _flush(self, batch: list[_Loaded], replace: dict[str, KnownFile]) -> None:
+    def _analyze_audio(self, batch: list[_Loaded], replace: dict[str, KnownFile], failed: list[int]) -> list[_Loaded]:
+        """Embed the audio files that need it; the ones that fail are skipped. Returns what is left."""
+        from mmsearch.audio_analysis import analyze
+        from mmsearch.media import excerpt as make_excerpt
+
+        kept = []
+        for x in batch:
+            if x.vector is None:
+                try:
+                    result = analyze(x.payload, self.encoder)
+                except MediaError as e:
+                    self._skip(x.cand.path, str(e))
+                    if x.cand.path in replace:
+                        failed.append(replace[x.cand.path].id)
+                    self.hooks.advance(1)
+                    continue
+                x.vector, x.duration, x.payload, x.fresh = result.vector, result.duration, None, True
+                x.excerpt = make_excerpt(result.transcript) if result.transcript else None
+                x.segments = [SegmentRecord(s.start, s.end, s.kind, s.vector, s.text) for s in result.segments]
+            kept.append(x)
+        return kept
+
+    def _flush(self, batch: list[_Loaded], replace: dict[str, KnownFile], failed: list[int]) -> None:
+        if batch and batch[0].cand.modality == AUDIO:
+            batch = self._analyze_audio(batch, replace, failed)
+            if not batch:
+                return
         need = [x for x in batch if x.vector is None]
         if need:
             modality = need[0].cand.modality
             payloads = [x.payload for x in need]
             vecs = self.encoder.encode_image(payloads) if modality == IMAGE else self.encoder.encode_text(payloads)
             for x, v in zip(need, vecs, strict=True):
-                x.vector = v
+                x.vector, x.fresh = v, True
                 x.payload = None
                 self._run_vectors[(x.content_hash, modality)] = Reusable(v, x.width, x.height)
-        self.report.reused += len(batch) - len(need)
+        self.report.reused += sum(not x.fresh for x in batch)
         records = [
             ItemRecord(
                 path=x.cand.path,
@@ -398,6 +460,8 @@ class Ingestor:
                 caption=x.caption,
                 caption_path=x.cand.caption_path,
                 caption_sig=x.cand.caption_sig,
+                duration=x.duration,
+                segments=x.segments,
             )
             for x in batch
         ]

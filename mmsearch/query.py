@@ -51,6 +51,8 @@ def item_metadata(item: Item) -> dict[str, Any]:
     }
     if item.width is not None:
         meta["width"], meta["height"] = item.width, item.height
+    if item.duration is not None:
+        meta["duration"] = round(float(item.duration), 3)
     if item.caption:
         meta["caption"] = item.caption
     if item.excerpt:
@@ -62,8 +64,9 @@ def embed_query(
     encoder: Encoder,
     text: str | None = None,
     image: str | Path | Image.Image | None = None,
+    audio: str | Path | None = None,
 ) -> np.ndarray:
-    """One L2-normalised query vector ``[1, dim]``; text and image parts are averaged."""
+    """One L2-normalised query vector ``[1, dim]``; text, image and audio parts are averaged."""
     parts: list[np.ndarray] = []
     if text is not None and text.strip():
         if TEXT not in encoder.modalities:
@@ -80,21 +83,34 @@ def embed_query(
         else:
             picture = image.convert("RGB")
         parts.append(encoder.encode_image([picture]))
+    if audio is not None:
+        from mmsearch.audio_analysis import analyze, can_index_audio
+
+        if not can_index_audio(encoder):
+            raise QueryError(f"model {encoder.name} cannot embed an audio query")
+        try:
+            parts.append(analyze(audio, encoder).vector[None])
+        except (MediaError, OSError) as e:
+            raise QueryError(f"cannot use {audio} as a query sound: {e}") from e
     if not parts:
-        raise QueryError("nothing to search for: give a text query or --image")
+        raise QueryError("nothing to search for: give a text query, --image or --audio")
     return l2_normalize(np.sum(parts, axis=0))
 
 
-def resolve_targets(target: str | None, encoder: Encoder) -> list[str]:
-    """The spaces to search. Default: images when the model has them, else text."""
+def resolve_targets(target: str | None, encoder: Encoder, default: str | None = None) -> list[str]:
+    """The spaces to search. Default: ``default`` (the query's own modality for an image or sound query),
+    else images when the model has them, else text."""
+    from mmsearch.ingest import indexable_modalities
+
+    searchable = indexable_modalities(encoder)
     if target is None:
-        target = IMAGE if IMAGE in encoder.modalities else TEXT
+        target = default if default in searchable else IMAGE if IMAGE in searchable else TEXT
     target = target.lower()
     if target not in TARGETS:
         raise QueryError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     if target == "any":
-        return [m for m in (IMAGE, TEXT, AUDIO) if m in encoder.modalities]
-    if target not in encoder.modalities:
+        return [m for m in (IMAGE, TEXT, AUDIO) if m in searchable]
+    if target not in searchable:
         raise QueryError(f"model {encoder.name} does not embed {target} items, so there are none to search")
     return [target]
 

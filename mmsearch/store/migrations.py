@@ -6,16 +6,39 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
-from mmsearch.store.models import Base
+from mmsearch.store.models import Segment
 
 
 def m001_initial(conn: Connection) -> None:
-    """Items, their vectors, and index metadata."""
-    Base.metadata.create_all(conn)
+    """Items, their vectors, and index metadata (as first shipped)."""
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS meta (key VARCHAR NOT NULL PRIMARY KEY, value TEXT NOT NULL)")
+    conn.exec_driver_sql(
+        """CREATE TABLE IF NOT EXISTS items (
+        id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, modality VARCHAR(16) NOT NULL,
+        size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, content_hash VARCHAR(64) NOT NULL, width INTEGER,
+        height INTEGER, excerpt TEXT, caption TEXT, caption_path TEXT, caption_sig VARCHAR(64),
+        status VARCHAR(16) NOT NULL, indexed_at FLOAT NOT NULL)"""
+    )
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_modality ON items (modality)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_content_hash ON items (content_hash)")
+    conn.exec_driver_sql(
+        """CREATE TABLE IF NOT EXISTS vectors (
+        item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE, space VARCHAR(16) NOT NULL,
+        data BLOB NOT NULL, PRIMARY KEY (item_id, space))"""
+    )
+
+
+def m002_audio(conn: Connection) -> None:
+    """Audio: an item's duration, and its time-stamped speech/sound segments."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
+    if "duration" not in columns:
+        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN duration FLOAT")
+    Segment.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
+    ("m002_audio", m002_audio),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

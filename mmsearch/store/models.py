@@ -40,6 +40,7 @@ class Item(Base):
     caption_sig: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="ok")
     indexed_at: Mapped[float] = mapped_column(Float)
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds, audio only (m002)
 
 
 class Vector(Base):
@@ -48,4 +49,20 @@ class Vector(Base):
     __tablename__ = "vectors"
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     space: Mapped[str] = mapped_column(String(16), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Segment(Base):
+    """A stretch of an audio item: spoken words (with their text) or a window of sound, with its vector.
+
+    The item's own vector (in ``vectors``) pools these; a hit uses them to say *where* it matched.
+    """
+
+    __tablename__ = "segments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))  # "speech" | "sound"
+    text: Mapped[str | None] = mapped_column(Text)
     data: Mapped[bytes] = mapped_column(LargeBinary)

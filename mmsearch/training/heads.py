@@ -11,10 +11,11 @@ from mmsearch.training.loss import init_logit_scale
 
 
 class Heads(torch.nn.Module):
-    """``image = normalize(base + W·standardise(features))``; ``text = normalize(base + V·base)`` if trained.
+    """``item = normalize(base + W·standardise(features))``; ``text = normalize(base + V·base)`` if trained.
 
-    Both residual layers start at zero: before any step the trained model *is* the base model,
-    so training starts at zero-shot quality.
+    The item head serves one modality (``image``, or ``audio`` on the sound tower's features; its
+    layer keeps the name ``image`` either way). Both residual layers start at zero: before any step
+    the trained model *is* the base model, so training starts at zero-shot quality.
     """
 
     def __init__(
@@ -24,8 +25,10 @@ class Heads(torch.nn.Module):
         train_text: bool = False,
         trunk: torch.nn.Module | None = None,
         unfreeze_image: int = 0,
+        modality: str = "image",
     ) -> None:
         super().__init__()
+        self.modality = modality
         # trunk: trainable copy of the last CNN stages (activations -> feature map), or None (frozen)
         self.trunk = trunk
         self.unfreeze_image = unfreeze_image
@@ -75,4 +78,5 @@ class Heads(torch.nn.Module):
             "dim": self.image.out_features,
             "train_text": self.text is not None,
             "unfreeze_image": self.unfreeze_image,
+            "modality": self.modality,
         }

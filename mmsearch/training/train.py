@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.encoders import IMAGE, canonical_name, load_encoder
+from mmsearch.encoders import AUDIO, IMAGE, canonical_name, load_encoder
 from mmsearch.encoders.trained import CONFIG, FORMAT, WEIGHTS
-from mmsearch.errors import MmsearchError
-from mmsearch.evaluation import Pairs, load_item_images, recall_at_k
+from mmsearch.errors import MediaError, MmsearchError
+from mmsearch.evaluation import Pairs, load_item_images, pairs_modality, recall_at_k
+
+# Sound pairs: a head is trained on the first TRAIN_AUDIO_SECONDS of each clip.
+TRAIN_AUDIO_SECONDS = 30.0
 
 LAST = "last.pt"
 
@@ -106,17 +109,32 @@ class _Features:
     caption_id: Any  # [captions] torch long: equal captions share an id
 
 
-def _extract(encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks, unfreeze: int = 0) -> _Features:
+def _load_clips(encoder: Any, items: list[str]) -> list[np.ndarray]:
+    from mmsearch.audio import load_audio
+
+    clips = []
+    for item in items:
+        try:
+            clips.append(load_audio(item, int(encoder.audio_sample_rate), max_seconds=TRAIN_AUDIO_SECONDS))
+        except MediaError as e:
+            raise MmsearchError(f"cannot train on {item}: {e}") from e
+    return clips
+
+
+def _extract(
+    encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks, unfreeze: int = 0, modality: str = IMAGE
+) -> _Features:
     import torch
 
     bases, feats = [], []
     for start in range(0, len(pairs.items), batch_size):
         chunk = pairs.items[start : start + batch_size]
-        images = load_item_images(chunk, purpose="train on")
-        if unfreeze:
-            b, f = encoder.image_activations(images, unfreeze)
+        if modality == AUDIO:
+            b, f = encoder.audio_features(_load_clips(encoder, chunk))
+        elif unfreeze:
+            b, f = encoder.image_activations(load_item_images(chunk, purpose="train on"), unfreeze)
         else:
-            b, f = encoder.image_features(images)
+            b, f = encoder.image_features(load_item_images(chunk, purpose="train on"))
         bases.append(b)
         feats.append(f)
         hooks.extract_advance(len(chunk))
@@ -193,9 +211,16 @@ def train(
         pairs, val = split_by_item(pairs, config.val_fraction, config.seed)
     if not val.items or not pairs.items:
         raise MmsearchError("need at least one training and one validation item: add pairs or pass --val")
+    modality = pairs_modality(pairs)
+    if pairs_modality(val) != modality:
+        raise MmsearchError("training and validation pairs hold different kinds of items")
     encoder: Any = load_encoder(config.base)
-    if IMAGE not in encoder.modalities or not hasattr(encoder, "image_features"):
+    if modality == IMAGE and (IMAGE not in encoder.modalities or not hasattr(encoder, "image_features")):
         raise MmsearchError(f"model {config.base} cannot be trained by mmsearch (no trainable image tower)")
+    if modality == AUDIO and not hasattr(encoder, "audio_features"):
+        raise MmsearchError(f"model {config.base} has no sound tower to train on audio pairs (use builtin)")
+    if modality == AUDIO and config.unfreeze_image:
+        raise MmsearchError("--unfreeze-image applies to image pairs, not to sounds")
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
@@ -205,10 +230,11 @@ def train(
         if not hasattr(encoder, "trainable_tail"):
             raise MmsearchError(f"--unfreeze-image is not available for {config.base} (builtin only)")
         trunk = encoder.trainable_tail(config.unfreeze_image)
-    train_f = _extract(encoder, pairs, config.batch_size, hooks, config.unfreeze_image)
-    val_f = _extract(encoder, val, config.batch_size, hooks, config.unfreeze_image)
+    train_f = _extract(encoder, pairs, config.batch_size, hooks, config.unfreeze_image, modality)
+    val_f = _extract(encoder, val, config.batch_size, hooks, config.unfreeze_image, modality)
 
-    heads = Heads(int(encoder.feature_dim), int(encoder.dim), config.train_text, trunk, config.unfreeze_image)
+    feature_dim = int(encoder.audio_feature_dim if modality == AUDIO else encoder.feature_dim)
+    heads = Heads(feature_dim, int(encoder.dim), config.train_text, trunk, config.unfreeze_image, modality)
     with torch.no_grad():
         heads.eval()
         heads.set_feature_stats(torch.cat([heads.features(c) for c in train_f.feats.split(256)]))
