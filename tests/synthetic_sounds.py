@@ -51,9 +51,11 @@ def caption(pitch: str, timbre: str, rhythm: str) -> str:
     return f"a {pitch} {timbre} sound in {rhythm}" if rhythm != "steady" else f"a {pitch} {timbre} sound, steady"
 
 
-def write_split(root: Path, per_combo: int = 4, held_pairs: int = 3, seed: int = 0) -> tuple[Path, Path]:
+def write_split(
+    root: Path, per_combo: int = 6, held_pairs: int = 4, per_test_combo: int = 1, seed: int = 0
+) -> tuple[Path, Path]:
     """Write clips + ``train.csv`` (seen combinations, ``per_combo`` clips each) and ``test.csv``
-    (one clip per combination of the held-out pitch-timbre pairs, every rhythm)."""
+    (``per_test_combo`` clips per combination of the held-out pitch-timbre pairs, every rhythm)."""
     rng = np.random.default_rng(seed)
     pairs = list(itertools.product(PITCHES, TIMBRES))
     random.Random(seed).shuffle(pairs)
@@ -65,7 +67,7 @@ def write_split(root: Path, per_combo: int = 4, held_pairs: int = 3, seed: int =
         for combo in itertools.product(PITCHES, TIMBRES, RHYTHMS):
             if ((combo[0], combo[1]) in held) != (split == "test"):
                 continue
-            for k in range(per_combo if split == "train" else 1):
+            for k in range(per_combo if split == "train" else per_test_combo):
                 name = f"{split}-{'-'.join(combo).replace(' ', '_')}-{k}.wav"
                 sf.write(root / name, synth(*combo, rng), RATE, subtype="PCM_16")
                 rows.append((name, caption(*combo)))

@@ -69,3 +69,30 @@ def test_index_survives_a_reopen_with_schema_intact(tmp_path: Path) -> None:
     with Engine.open(tmp_path / "idx") as eng:
         assert eng.info().schema_version == SCHEMA_VERSION
         assert eng.search(text="red", k=1)[0].path.endswith("a.jpg")
+
+
+def test_a_schema_1_index_is_migrated_to_audio_segments(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from mmsearch.store.migrations import m001_initial
+
+    path = tmp_path / "old.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        m001_initial(conn)  # the schema as first shipped
+        conn.execute(text("INSERT INTO meta VALUES ('schema_version', '1')"))
+        conn.execute(
+            text(
+                "INSERT INTO items (path, modality, size, mtime_ns, content_hash, status, indexed_at) "
+                "VALUES ('/x/a.jpg', 'image', 1, 1, 'h', 'ok', 0)"
+            )
+        )
+    engine.dispose()
+    store = Store(path)
+    assert store.get_meta("schema_version") == SCHEMA_VERSION == 2
+    assert list(store.known_files()) == ["/x/a.jpg"]  # nothing lost
+    assert store.segments(1) == []  # the new table exists
+    with store.engine.begin() as conn:
+        cols = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
+    assert "duration" in cols
+    store.close()
