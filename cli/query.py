@@ -70,7 +70,7 @@ def query(
             table.add_column("kind")
         longest = max(len(h.path) for h in hits)
         table.add_column("path", overflow="fold", min_width=min(longest, max(20, console.width - 40)))
-        table.add_column("about", overflow="ellipsis", no_wrap=True, max_width=50)
+        table.add_column("about", overflow="ellipsis", no_wrap=True, max_width=72)
         for h in hits:
             about = h.metadata.get("caption") or h.metadata.get("excerpt") or ""
             if "width" in h.metadata and not about:
