@@ -44,10 +44,28 @@ def words(text: str) -> set[str]:
     return {w.strip(".,!?").lower() for w in text.split()}
 
 
-def test_wav_ogg_mp3_flac_decode_to_the_same_sound() -> None:
+def write_m4a(source: Path, dest: Path) -> None:
+    """AAC in an MP4 container, encoded with PyAV (libsndfile cannot read it; PyAV can)."""
+    import av
+
+    x, rate = sf.read(source, dtype="float32")
+    with av.open(str(dest), "w", format="mp4") as out:
+        stream_ = out.add_stream("aac", rate=rate)
+        stream_.layout = "mono"
+        for i in range(0, x.size, 1024):
+            frame = av.AudioFrame.from_ndarray(x[None, i : i + 1024], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream_.encode(frame):
+                out.mux(packet)
+        for packet in stream_.encode(None):
+            out.mux(packet)
+
+
+def test_wav_ogg_mp3_flac_m4a_decode_to_the_same_sound(tmp_path: Path) -> None:
     wav = np.concatenate(list(stream(PYGAME_SOUNDS / "house_lo.wav", 16000)))
-    for ext in ("ogg", "mp3", "flac"):
-        path = PYGAME_SOUNDS / f"house_lo.{ext}"
+    write_m4a(PYGAME_SOUNDS / "house_lo.wav", tmp_path / "house_lo.m4a")
+    for path in [PYGAME_SOUNDS / f"house_lo.{ext}" for ext in ("ogg", "mp3", "flac")] + [tmp_path / "house_lo.m4a"]:
+        ext = path.suffix
         # MP3 adds encoder delay and padding (~0.17 s here)
         assert probe(path).duration == pytest.approx(probe(PYGAME_SOUNDS / "house_lo.wav").duration, abs=0.25)
         other = np.concatenate(list(stream(path, 16000)))
