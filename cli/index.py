@@ -30,6 +30,15 @@ def index(
         int | None, typer.Option(min=1, help="Decoding threads. Default: CPU count (max 8).", show_default=False)
     ] = None,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    ocr: Annotated[
+        bool | None,
+        typer.Option(
+            "--ocr/--no-ocr",
+            help="Read the text in pictures (RapidOCR; pip install 'mmsearch[ocr]'). Default: on when installed; "
+            "the choice sticks to the index.",
+            show_default=False,
+        ),
+    ] = None,
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links (each folder is visited once).")
     ] = False,
@@ -105,6 +114,7 @@ def index(
                     workers=workers,
                     include_hidden=hidden,
                     follow_symlinks=follow_symlinks,
+                    ocr=ocr,
                     hooks=IngestHooks(skip=skip, start=start, advance=advance),
                 )
             counts = engine.store.counts()

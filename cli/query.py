@@ -11,46 +11,111 @@ from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, p
 
 
 def query(
-    text: Annotated[str | None, typer.Argument(help="What to look for, in words.", show_default=False)] = None,
+    text: Annotated[
+        str | None,
+        typer.Argument(
+            help='What to look for, in words. Parts join with " + " and " - " (spaces around), '
+            'a weight goes before a colon: "2:golden retriever + 0.5:beach - snow".',
+            show_default=False,
+        ),
+    ] = None,
     image: Annotated[
-        Path | None, typer.Option("--image", "-i", help="Query by example: an image file.", show_default=False)
+        list[Path] | None,
+        typer.Option("--image", "-i", help="Query by example: an image file (repeatable).", show_default=False),
     ] = None,
     audio: Annotated[
-        Path | None,
-        typer.Option("--audio", "-a", help="Query by example: a sound or recording.", show_default=False),
+        list[Path] | None,
+        typer.Option("--audio", "-a", help="Query by example: a sound or recording (repeatable).", show_default=False),
+    ] = None,
+    more_text: Annotated[
+        list[str] | None,
+        typer.Option("--text", help="Another text part (repeatable); same grammar.", show_default=False),
+    ] = None,
+    minus: Annotated[
+        list[str] | None,
+        typer.Option("--minus", help="Text to push away from (repeatable): demotes what it names.", show_default=False),
     ] = None,
     target: Annotated[
         str | None,
         typer.Option(
             "--target",
             "-t",
+            "--modality",
             help="What to return: image, text, audio or any. Default: the kind of an --image/--audio query, "
             "else image (text for text-only models).",
             show_default=False,
         ),
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--top", min=1, max=10_000, help="Number of results.")] = 10,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many results (paging).")] = 0,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help='Only paths matching this glob ("*/2023/*"; "*.png" matches names).'),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Only items from this date on (YYYY-MM-DD; EXIF date, else mtime).")
+    ] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Only items before this date (YYYY-MM-DD).")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    dedupe: Annotated[bool, typer.Option("--dedupe", help="Show near-duplicates (and copies) once.")] = False,
+    fusion: Annotated[
+        str,
+        typer.Option(
+            "--fusion", help="How an item's vectors and the query's parts combine: sum (calibrated), rrf or max."
+        ),
+    ] = "sum",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show each part's and each vector's contribution to every score.")
+    ] = False,
     index_dir: IndexOption = None,
     json_out: JsonOption = False,
     paths_only: Annotated[bool, typer.Option("--paths-only", help="One path per line, for piping.")] = False,
 ) -> None:
-    """Search the index with words, an example image or an example sound.
+    """Search the index with words, example images and example sounds, fused into one ranking.
 
+    Each item is scored through all its vectors: its own (picture, note, sound) and, for pictures
+    and sounds, the text of its caption file, its file name and the text read in it (OCR).
     Audio results show their duration and where they match: the time, and for speech the words said.
 
     Examples:
       [bold]mmsearch query "a dog on the beach"[/bold]               text -> images
-      [bold]mmsearch query --image x.jpg[/bold]                      image -> images
+      [bold]mmsearch query "cat + sunset - water"[/bold]             parts: add two, push one away
+      [bold]mmsearch query --image x.jpg "at night"[/bold]           an example picture plus words
+      [bold]mmsearch query "invoice" --path "*/2023/*" --after 2023-01-01 -k 20[/bold]
       [bold]mmsearch query "budget meeting" --target text[/bold]      text -> notes
       [bold]mmsearch query "meeting about the budget" -t audio[/bold] text -> recordings (speech)
       [bold]mmsearch query --audio clip.wav --target text[/bold]      audio -> notes
+      [bold]mmsearch query "a dog" --explain[/bold]                  why each result scored what it did
       [bold]mmsearch query "a dog" --paths-only | xargs open[/bold]
     """
     from mmsearch.engine import Engine
+    from mmsearch.fusion import Query, QueryPart
+    from mmsearch.querylang import parse
 
     with cli_errors():
+        parts = []
+        for extra in more_text or []:
+            parts += [QueryPart("text", t.text, t.weight, t.negative) for t in parse(extra)]
+        for neg in minus or []:
+            parts += [QueryPart("text", t.text, t.weight, True) for t in parse(neg)]
+        parts += [QueryPart("image", p) for p in image or []]
+        parts += [QueryPart("audio", p) for p in audio or []]
+        q = Query.parse(
+            text,
+            parts=parts,
+            target=target,
+            k=k,
+            offset=offset,
+            fusion=fusion,
+            path=path,
+            after=after,
+            before=before,
+            min_score=min_score,
+            dedupe=dedupe,
+            explain=explain,
+        )
         with Engine.open(index_dir) as engine:
-            hits = engine.search(text=text, image=image, audio=audio, target=target, k=k)
+            hits = engine.search(q)
         if json_out:
             print_json([h.as_dict() for h in hits])
             return
@@ -82,6 +147,8 @@ def query(
                 row.append(h.modality)
             table.add_row(*row, h.path, about)
         console.print(table)
+        if explain:
+            _print_explain(hits)
 
 
 def clock(seconds: float) -> str:
@@ -103,3 +170,23 @@ def _audio_about(meta: dict[str, object]) -> str:
         else:
             out += " (sound)"
     return out
+
+
+def _print_explain(hits: list) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    for h in hits:
+        table = Table(title=f"#{h.rank} {h.path}  score {h.score:.3f}", box=None, pad_edge=False, title_justify="left")
+        for col in ("part", "vector", "similarity", "z", "weight", "contribution"):
+            table.add_column(col, justify="left" if col in ("part", "vector") else "right")
+        for part in h.explain or []:
+            for v in part["vectors"]:
+                table.add_row(
+                    part["part"],
+                    v["space"],
+                    f"{v['similarity']:.3f}",
+                    f"{v['z']:+.2f}",
+                    f"{v['weight']:g}",
+                    f"{v['contribution']:+.3f}",
+                )
+        console.print(table)

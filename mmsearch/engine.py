@@ -12,18 +12,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders import AUDIO, DEFAULT_MODEL, IMAGE, TEXT, Encoder, canonical_name, load_encoder
+from mmsearch.encoders import AUDIO, DEFAULT_MODEL, IMAGE, TEXT, Encoder, canonical_name, l2_normalize, load_encoder
 from mmsearch.errors import (
     IndexNotFoundError,
     MmsearchError,
     ModelError,
     ModelMismatchError,
-    QueryError,
 )
-from mmsearch.ingest import IngestHooks, Ingestor, IngestReport, indexable_modalities
+from mmsearch.fusion import (
+    DEDUPE_SIMILARITY,
+    REFERENCE_TEXTS,
+    Calibration,
+    Query,
+    QueryPart,
+    Scored,
+    embed_parts,
+    extra_kind,
+    first_kind,
+    fuse,
+)
+from mmsearch.ingest import IngestHooks, Ingestor, IngestReport, extra_spaces, indexable_modalities
 from mmsearch.media import load_image
 from mmsearch.paths import resolve_index_dir
-from mmsearch.query import Hit, embed_query, item_metadata, merge_results, resolve_targets
+from mmsearch.query import Hit, item_metadata, resolve_targets
 from mmsearch.store import SCHEMA_VERSION, Store
 from mmsearch.vector_index import Recipe, VectorIndex, choose_recipe, load_recipes
 
@@ -66,6 +77,8 @@ class Engine:
         self._encoder: Encoder | None = None
         self._spaces: dict[str, VectorIndex] = {}
         self._dirty: set[str] = set()
+        self._samples: dict[str, tuple[tuple[str, int], np.ndarray]] = {}
+        self._reference: np.ndarray | None = None
         self._recipes = load_recipes()
         if recipe is not None and recipe not in self._recipes:
             self.store.close()
@@ -235,16 +248,32 @@ class Engine:
         include_hidden: bool = False,
         follow_symlinks: bool = False,
         hooks: IngestHooks | None = None,
+        ocr: bool | None = None,
     ) -> IngestReport:
-        """Index (or re-index incrementally) files and folders. Interrupting keeps committed work."""
+        """Index (or re-index incrementally) files and folders. Interrupting keeps committed work.
+
+        Args:
+            ocr: Read the text in pictures (RapidOCR). Default: what this index was built with, else on
+                when ``rapidocr-onnxruntime`` is installed. The choice sticks to the index.
+        """
+        from mmsearch.ocr import ocr_available
+
+        recorded = self.store.get_meta("ocr")
+        if ocr is None:
+            ocr = bool(recorded) if recorded is not None else ocr_available()
+        if ocr and not ocr_available():
+            raise MmsearchError("reading text in pictures needs RapidOCR: pip install 'mmsearch[ocr]'")
+        if recorded != ocr:
+            self.store.set_meta(ocr=ocr)
         roots = []
         for p in paths:
             root = Path(p).expanduser()
             if not root.exists():
                 raise MmsearchError(f"no such file or folder: {p}")
             roots.append(root.resolve())
-        for space in indexable_modalities(self.encoder):
-            self._space(space)  # load (or rebuild) before the store changes under it
+        for modality in indexable_modalities(self.encoder):
+            for space in (modality, *extra_spaces(modality)):
+                self._space(space)  # load (or rebuild) before the store changes under it
         ingestor = Ingestor(
             self.store,
             self,
@@ -254,6 +283,7 @@ class Engine:
             include_hidden=include_hidden,
             follow_symlinks=follow_symlinks,
             hooks=hooks,
+            ocr=ocr,
         )
         try:
             return ingestor.run(roots)
@@ -263,46 +293,142 @@ class Engine:
     # -- search -------------------------------------------------------------------------------
     def search(
         self,
-        text: str | None = None,
+        text: str | Query | None = None,
         image: str | os.PathLike[str] | Image.Image | None = None,
         target: str | None = None,
         k: int = 10,
         audio: str | os.PathLike[str] | None = None,
+        **options: Any,
     ) -> list[Hit]:
-        """Rank indexed items for a text, image and/or audio query.
+        """Rank indexed items for a query.
 
         Args:
-            text: Query text.
-            image: Query image: a path or a PIL image.
-            target: ``image``, ``text``, ``audio`` or ``any``; default: the modality of an image or audio
+            text: A :class:`Query`, or query text in the query grammar (``"cat + sunset - water"``,
+                ``"2:dog + 0.5:beach"``; see ``mmsearch.querylang``).
+            image: A query image (path or PIL image), added as a part.
+            target: ``image``, ``text``, ``audio`` or ``any``; default: the kind of an image or audio
                 query, else images (text for text-only models).
             k: Number of results.
-            audio: Query sound: a path to an audio file.
+            audio: A query sound (path), added as a part.
+            **options: Other :class:`Query` fields: ``offset``, ``fusion``, ``path``, ``after``,
+                ``before``, ``min_score``, ``dedupe``, ``explain``, ``parts``.
 
         Audio hits carry ``duration`` and ``match`` (the segment that matches best: its start and end
-        in seconds, and for speech its words) in their metadata.
+        in seconds, and for speech its words) in their metadata. With ``explain``, every hit carries
+        each part's and each vector's contribution.
         """
-        if k < 1:
-            raise QueryError(f"k must be at least 1, got {k}")
-        img = Path(image) if isinstance(image, (str, os.PathLike)) else image
-        snd = Path(audio) if audio is not None else None
-        q = embed_query(self.encoder, text=text, image=img, audio=snd)
-        default = AUDIO if snd is not None and img is None and not text else IMAGE if img is not None else None
+        if isinstance(text, Query):
+            query = text
+        else:
+            parts = list(options.pop("parts", []))
+            if image is not None:
+                parts.append(QueryPart(IMAGE, image))
+            if audio is not None:
+                parts.append(QueryPart(AUDIO, audio))
+            query = Query.parse(text, parts=parts, target=target, k=k, **options)
+        return self.run_query(query)
+
+    def run_query(self, query: Query) -> list[Hit]:
+        """Run a :class:`Query` (see :mod:`mmsearch.fusion` for how scores are fused)."""
+        query.validate()
+        encoder = self.encoder
+        qvecs = embed_parts(encoder, query.parts)
         present = set(self.store.spaces())
-        spaces = resolve_targets(target, self.encoder, default)
-        per_space = [self._space(s).search(q, k) for s in spaces if s in present]
-        ranked = merge_results(per_space, k)
-        items = self.store.get_items([i for i, _ in ranked])
+        targets = [m for m in resolve_targets(query.target, encoder, first_kind(query)) if m in present]
+        spaces_for = {m: [m, *(s for s in extra_spaces(m) if s in present)] for m in targets}
+        allowed = self._allowed_ids(query, targets)
+        if allowed is not None and allowed.size == 0:
+            return []
+        want = query.offset + query.k
+        fetch = max(50, 4 * want)
+        samples = {s: self._sample(s) for spaces in spaces_for.values() for s in spaces}
+        calibration = Calibration(samples, self._text_population(present))
+        while True:
+            cands: set[int] = set()
+            for pi, part in enumerate(query.parts):
+                if part.negative:
+                    continue
+                for spaces in spaces_for.values():
+                    for space in spaces:
+                        if extra_kind(space) and part.kind != TEXT:
+                            continue
+                        _, ids = self._space(space).search(qvecs[pi : pi + 1], fetch, allowed)
+                        cands.update(int(i) for i in ids[0] if i >= 0)
+            ranked = self._score(query, qvecs, sorted(cands), spaces_for, calibration)
+            exhausted = all(fetch >= self._space(s).ntotal for spaces in spaces_for.values() for s in spaces)
+            if len(ranked) >= want or exhausted:
+                break
+            fetch *= 4
+        items = self.store.get_items([r.id for r in ranked[query.offset : want]])
+        probe = l2_normalize(qvecs[[i for i, p in enumerate(query.parts) if not p.negative]].sum(axis=0)[None])[0]
         hits: list[Hit] = []
-        for item_id, score in ranked:
-            item = items.get(item_id)
-            if item is None:
-                continue
+        for r in ranked[query.offset : want]:
+            item = items[r.id]
             meta = item_metadata(item)
             if item.modality == AUDIO:
-                meta.update(self._where(item_id, q[0]))
-            hits.append(Hit(item_id, len(hits) + 1, float(score), item.path, item.modality, meta))
+                meta.update(self._where(r.id, probe))
+            hits.append(Hit(r.id, query.offset + len(hits) + 1, r.score, item.path, item.modality, meta, r.explain))
         return hits
+
+    def _score(
+        self,
+        query: Query,
+        qvecs: np.ndarray,
+        cands: list[int],
+        spaces_for: dict[str, list[str]],
+        calibration: Calibration,
+    ) -> list[Scored]:
+        """Fuse, then apply min-score and de-duplication."""
+        if not cands:
+            return []
+        modality_of = self.store.modalities_of(cands)
+        all_spaces = sorted({s for spaces in spaces_for.values() for s in spaces})
+        vectors = self.store.vectors_of(cands, all_spaces)
+        ranked = fuse(query, qvecs, cands, modality_of, vectors, spaces_for, calibration)
+        if query.min_score is not None:
+            ranked = [r for r in ranked if r.score >= query.min_score]
+        if query.dedupe:
+            hashes = self.store.hashes_of(cands)
+            kept: list[Scored] = []
+            seen_hash: set[str] = set()
+            kept_vecs: dict[str, list[np.ndarray]] = {}
+            for r in ranked:
+                m = modality_of[r.id]
+                own = vectors.get((r.id, m))
+                if hashes.get(r.id) in seen_hash:
+                    continue
+                if own is not None and any(float(own @ v) >= DEDUPE_SIMILARITY for v in kept_vecs.get(m, [])):
+                    continue
+                kept.append(r)
+                seen_hash.add(hashes.get(r.id, ""))
+                if own is not None:
+                    kept_vecs.setdefault(m, []).append(own)
+            ranked = kept
+        return ranked
+
+    def _allowed_ids(self, query: Query, targets: list[str]) -> np.ndarray | None:
+        """Ids passing the path and date filters (None: no filter), so FAISS returns only those."""
+        if query.path is None and query.after is None and query.before is None:
+            return None
+        return self.store.filter_ids(targets, query.path, query.after, query.before)
+
+    def _text_population(self, present: set[str]) -> np.ndarray:
+        """Samples of every text-derived space in the index, plus the reference phrases."""
+        if TEXT not in self.encoder.modalities:
+            return np.zeros((0, self._dim()), dtype=np.float32)
+        if self._reference is None:
+            self._reference = self.encoder.encode_text(list(REFERENCE_TEXTS))
+        parts = [self._reference]
+        parts += [self._sample(s) for s in sorted(present) if s == TEXT or extra_kind(s)]
+        return np.concatenate([p for p in parts if len(p)])
+
+    def _sample(self, space: str) -> np.ndarray:
+        key = (space, self.store.generation(space))
+        cached = self._samples.get(space)
+        if cached is None or cached[0] != key:
+            cached = (key, self.store.sample_vectors(space))
+            self._samples[space] = cached
+        return cached[1]
 
     def _where(self, item_id: int, query: np.ndarray) -> dict[str, Any]:
         """Where in an audio item a query matches best: its best segment's time span and words."""

@@ -25,9 +25,22 @@ from mmsearch.audio import audio_exts, file_hash, probe
 from mmsearch.audio_analysis import can_index_audio
 from mmsearch.encoders import AUDIO, IMAGE, TEXT, Encoder
 from mmsearch.errors import MediaError
-from mmsearch.media import TEXT_EXTS, content_hash, decode_image, decode_text, excerpt, image_exts
+from mmsearch.media import TEXT_EXTS, content_hash, decode_image, decode_text, excerpt, image_exts, name_words
 from mmsearch.store import ItemRecord, Store
 from mmsearch.store.db import KnownFile, Reusable, SegmentRecord
+
+# Version of what an item's vectors are: 2 added caption, file-name and OCR text vectors. An index
+# at an older version re-embeds its images and sounds once (their own vectors are reused by hash).
+ITEM_VECTORS_VERSION = 2
+
+
+def extra_spaces(modality: str) -> tuple[str, ...]:
+    """The extra text spaces an item of ``modality`` can own (see store.models.Vector)."""
+    if modality == IMAGE:
+        return (f"{IMAGE}.caption", f"{IMAGE}.name", f"{IMAGE}.ocr")
+    if modality == AUDIO:
+        return (f"{AUDIO}.caption", f"{AUDIO}.name")
+    return ()
 
 
 def indexable_modalities(encoder: Encoder) -> frozenset[str]:
@@ -236,6 +249,8 @@ class _Loaded:
     duration: float | None = None
     segments: Sequence[SegmentRecord] = ()
     fresh: bool = False  # embedded in this run (not reused)
+    ocr_text: str | None = None
+    taken_at: float | None = None
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -256,8 +271,10 @@ class Ingestor:
         include_hidden: bool = False,
         follow_symlinks: bool = False,
         hooks: IngestHooks | None = None,
+        ocr: bool = False,
     ) -> None:
         self.store = store
+        self.ocr = ocr
         self.sink = sink
         self.encoder = encoder
         self.batch_size = max(1, batch_size)
@@ -290,8 +307,15 @@ class Ingestor:
             if reused is None:
                 decoded = decode_image(data)
                 item.payload, item.width, item.height = decoded.image, decoded.width, decoded.height
-            else:  # same bytes, so the same upright size as when they were decoded
+                item.taken_at = decoded.taken_at
+            else:  # same bytes, so the same upright size, date and text as when they were decoded
                 item.width, item.height = reused.width, reused.height
+                item.taken_at, item.ocr_text = reused.taken_at, reused.ocr_text
+            if self.ocr and item.ocr_text is None:
+                from mmsearch.ocr import read_text
+
+                picture = item.payload if item.payload is not None else decode_image(data).image
+                item.ocr_text = read_text(picture)
         else:
             text = decode_text(data)
             item.excerpt = excerpt(text)
@@ -331,6 +355,10 @@ class Ingestor:
         found = walk(roots, indexable_modalities(self.encoder), self._skip, self.include_hidden, self.follow_symlinks)
         self.report.ignored = found.ignored
         known = self.store.known_files()
+        # an index from before extra text vectors: images and sounds are embedded again (once)
+        stale = bool(known) and int(self.store.get_meta("item_vectors", 1)) < ITEM_VECTORS_VERSION
+        if not known:
+            self.store.set_meta(item_vectors=ITEM_VECTORS_VERSION)
         seen = {c.path for c in found.candidates}
         todo: list[Candidate] = []
         replace: dict[str, KnownFile] = {}
@@ -342,6 +370,7 @@ class Ingestor:
                 and k.size == cand.size
                 and k.mtime_ns == cand.mtime_ns
                 and k.caption_sig == cand.caption_sig
+                and not (stale and cand.modality in (IMAGE, AUDIO))
             ):
                 self.report.unchanged += 1
                 continue
@@ -357,6 +386,8 @@ class Ingestor:
         failed: list[int] = []
         try:
             self._process(todo, replace, failed)
+            if stale:
+                self.store.set_meta(item_vectors=ITEM_VECTORS_VERSION)
         finally:
             # deleted files go last, so a renamed file could reuse the vector of its old name
             self._delete(gone + failed)
@@ -409,6 +440,26 @@ class Ingestor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _extra_vectors(self, batch: list[_Loaded]) -> list[dict[str, np.ndarray]]:
+        """Text vectors an image or sound owns besides its own: caption, file-name words, OCR text."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in batch]
+        if TEXT not in self.encoder.modalities:
+            return out
+        wanted: list[tuple[int, str, str]] = []
+        for i, x in enumerate(batch):
+            mod = x.cand.modality
+            if mod not in (IMAGE, AUDIO):
+                continue
+            texts = {f"{mod}.caption": x.caption, f"{mod}.name": name_words(x.cand.path)}
+            if mod == IMAGE:
+                texts[f"{mod}.ocr"] = x.ocr_text
+            wanted += [(i, space, text) for space, text in texts.items() if text and text.strip()]
+        if wanted:
+            vecs = self.encoder.encode_text([t for _, _, t in wanted])
+            for (i, space, _), v in zip(wanted, vecs, strict=True):
+                out[i][space] = v
+        return out
+
     def _analyze_audio(self, batch: list[_Loaded], replace: dict[str, KnownFile], failed: list[int]) -> list[_Loaded]:
         """Embed the audio files that need it; the ones that fail are skipped. Returns what is left."""
         from mmsearch.audio_analysis import analyze
@@ -444,7 +495,10 @@ class Ingestor:
             for x, v in zip(need, vecs, strict=True):
                 x.vector, x.fresh = v, True
                 x.payload = None
-                self._run_vectors[(x.content_hash, modality)] = Reusable(v, x.width, x.height)
+                self._run_vectors[(x.content_hash, modality)] = Reusable(
+                    v, x.width, x.height, ocr_text=x.ocr_text, taken_at=x.taken_at
+                )
+        extras = self._extra_vectors(batch)
         self.report.reused += sum(not x.fresh for x in batch)
         records = [
             ItemRecord(
@@ -462,18 +516,26 @@ class Ingestor:
                 caption_sig=x.cand.caption_sig,
                 duration=x.duration,
                 segments=x.segments,
+                extra_vectors=extra,
+                ocr_text=x.ocr_text,
+                taken_at=x.taken_at,
             )
-            for x in batch
+            for x, extra in zip(batch, extras, strict=True)
         ]
         replace_ids = {r.path: replace[r.path].id for r in records if r.path in replace}
+        old_spaces = self.store.spaces_of(list(replace_ids.values()))
         ids = self.store.write_batch(records, replace_ids)
-        for path in replace_ids:
-            self.sink.remove(replace[path].modality, [replace[path].id])
+        for path, item_id in replace_ids.items():
+            # every space the item may be in: what SQLite had, and all of its modality's (no-ops if absent)
+            modality = replace[path].modality
+            for space in {*old_spaces.get(item_id, []), modality, *extra_spaces(modality)}:
+                self.sink.remove(space, [item_id])
         by_space: dict[str, tuple[list[int], list[np.ndarray]]] = {}
         for rec, item_id in zip(records, ids, strict=True):
-            bucket = by_space.setdefault(rec.modality, ([], []))
-            bucket[0].append(item_id)
-            bucket[1].append(rec.vector)
+            for space, vec in [(rec.modality, rec.vector), *rec.extra_vectors.items()]:
+                bucket = by_space.setdefault(space, ([], []))
+                bucket[0].append(item_id)
+                bucket[1].append(vec)
         for space, (sids, svecs) in by_space.items():
             self.sink.add(space, sids, np.stack(svecs))
         self.report.updated += len(replace_ids)

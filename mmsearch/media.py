@@ -47,6 +47,23 @@ class DecodedImage:
     image: Image.Image
     width: int
     height: int
+    taken_at: float | None = None  # EXIF DateTimeOriginal (local time read as UTC), epoch seconds
+
+
+def exif_time(exif: Image.Exif) -> float | None:
+    """EXIF DateTimeOriginal (or DateTime) as epoch seconds; None when absent or malformed."""
+    from datetime import UTC, datetime
+
+    try:
+        value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+    except (KeyError, ValueError, TypeError, OSError):
+        return None
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value.strip()[:19], "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def decode_image(data: bytes, size: int = DECODE_SIZE) -> DecodedImage:
@@ -67,7 +84,9 @@ def decode_image(data: bytes, size: int = DECODE_SIZE) -> DecodedImage:
                 raise MediaError(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,})")
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
-            orientation = im.getexif().get(0x0112, 1)
+            exif = im.getexif()
+            orientation = exif.get(0x0112, 1)
+            taken_at = exif_time(exif)
             im = ImageOps.exif_transpose(im)
             if orientation in (5, 6, 7, 8):
                 width, height = height, width
@@ -84,7 +103,7 @@ def decode_image(data: bytes, size: int = DECODE_SIZE) -> DecodedImage:
         raise MediaError("image too large (decompression bomb)") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise MediaError(f"broken image ({e})") from e
-    return DecodedImage(im, width, height)
+    return DecodedImage(im, width, height, taken_at)
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -114,3 +133,24 @@ def decode_text(data: bytes) -> str:
 def excerpt(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "…"
+
+
+_SKIP_WORDS = frozenset(
+    {"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "vid", "image", "photo", "pic", "copy", "edit", "final", "new"}
+    | {"of", "the", "and", "to", "in", "on", "at", "by", "for", "with"}
+)
+
+
+def name_words(path: str) -> str:
+    """Meaningful words of a file name: ``golden_retriever-beach2.jpg`` -> ``golden retriever beach``.
+
+    Camera names (``IMG_2041``, ``DSC00012``), numbers, hash-like chunks and little words give nothing.
+    """
+    import os
+    import re
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    chunks = [c for c in re.split(r"[\s._-]+", stem) if not re.fullmatch(r"[0-9a-fA-F]{8,}", c)]
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", " ".join(chunks))  # camelCase
+    words = [t.lower() for t in re.split(r"[^A-Za-z]+", text)]
+    return " ".join(t for t in words if len(t) >= 2 and t not in _SKIP_WORDS)

@@ -32,9 +32,10 @@ class Hit:
     path: str
     modality: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    explain: list[dict[str, Any]] | None = None  # per part and vector, with `explain`
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "rank": self.rank,
             "score": round(self.score, 6),
@@ -42,6 +43,19 @@ class Hit:
             "modality": self.modality,
             "metadata": self.metadata,
         }
+        if self.explain is not None:
+            out["explain"] = _rounded(self.explain)
+        return out
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):
+        return round(x, 6)
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
 
 
 def item_metadata(item: Item) -> dict[str, Any]:
@@ -55,6 +69,10 @@ def item_metadata(item: Item) -> dict[str, Any]:
         meta["duration"] = round(float(item.duration), 3)
     if item.caption:
         meta["caption"] = item.caption
+    if item.ocr_text:
+        meta["ocr_text"] = item.ocr_text
+    if item.taken_at is not None:
+        meta["taken"] = datetime.fromtimestamp(item.taken_at, tz=UTC).isoformat(timespec="seconds")
     if item.excerpt:
         meta["excerpt"] = item.excerpt
     return meta

@@ -189,13 +189,32 @@ class VectorIndex:
                     self._gpu = self.index
         return self._gpu
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS-shaped ``(D, I)``; missing neighbours have id -1."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS-shaped ``(D, I)``; missing neighbours have id -1.
+
+        ``allowed``: only these ids may be returned (FAISS ``IDSelectorBatch``, applied inside the
+        search, so ``k`` results come back whenever ``k`` allowed vectors exist). Searched on the CPU copy.
+        """
+        import faiss
+
         q = _as_matrix(queries, self.dim)
         k = max(1, min(int(k), max(self.ntotal, 1)))
         if self.ntotal == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        D, I = self._searcher().search(q, k)  # noqa: E741 - FAISS naming
+        if allowed is None:
+            D, I = self._searcher().search(q, k)  # noqa: E741 - FAISS naming
+            return D, I
+        ids = np.ascontiguousarray(allowed, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        selector = faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
+        if self.recipe.is_ivf:
+            params: Any = faiss.SearchParametersIVF()
+            params.nprobe = int(self.recipe.params.get("nprobe", 16))
+        else:
+            params = faiss.SearchParameters()
+        params.sel = selector
+        D, I = self.index.search(q, min(k, ids.size), params=params)  # noqa: E741
         return D, I
 
     # -- persistence ---------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def test_index_then_query_json_paths_and_table(photos: Path, isolated_dirs: Path
     assert [Path(h["path"]).name for h in hits][0] == "red.jpg"
     assert set(hits[0]) == {"id", "rank", "score", "path", "modality", "metadata"}
     assert hits[0]["rank"] == 1 and hits[0]["modality"] == "image"
-    assert isinstance(hits[0]["id"], int) and 0 < hits[0]["score"] <= 1.0001
+    # fused score: the picture's cosine plus what its file name ("red") adds
+    assert isinstance(hits[0]["id"], int) and hits[0]["score"] > hits[1]["score"]
     assert hits[0]["metadata"]["width"] == 64
 
     paths = run("query", "blue", "--paths-only", "-k", "2").stdout.splitlines()
@@ -52,7 +53,9 @@ def test_info_and_models(photos: Path, tmp_path: Path) -> None:
     run("index", str(photos), "--model", "fake", "--index", str(idx), "-q")
     info = json.loads(run("info", "--index", str(idx), "--json").stdout)
     assert info["model"] == "fake" and info["dim"] == 32 and info["counts"] == {"image": 7, "text": 2}
-    assert info["recipes"] == {"image": "flat", "text": "flat"} and info["size_bytes"] > 0
+    # own vectors, and the pictures' file-name words ("red.jpg") in their own space
+    assert info["recipes"] == {"image": "flat", "text": "flat", "image.name": "flat", "image.caption": "flat"}
+    assert info["size_bytes"] > 0
     table = run("info", "--index", str(idx)).stdout
     assert "fake" in table and "7 items" in table
     models = json.loads(run("models", "--json").stdout)

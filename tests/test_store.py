@@ -71,7 +71,7 @@ def test_index_survives_a_reopen_with_schema_intact(tmp_path: Path) -> None:
         assert eng.search(text="red", k=1)[0].path.endswith("a.jpg")
 
 
-def test_a_schema_1_index_is_migrated_to_audio_segments(tmp_path: Path) -> None:
+def test_a_schema_1_index_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 
     from mmsearch.store.migrations import m001_initial
@@ -89,10 +89,10 @@ def test_a_schema_1_index_is_migrated_to_audio_segments(tmp_path: Path) -> None:
         )
     engine.dispose()
     store = Store(path)
-    assert store.get_meta("schema_version") == SCHEMA_VERSION == 2
+    assert store.get_meta("schema_version") == SCHEMA_VERSION == 3
     assert list(store.known_files()) == ["/x/a.jpg"]  # nothing lost
     assert store.segments(1) == []  # the new table exists
     with store.engine.begin() as conn:
         cols = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
-    assert "duration" in cols
+    assert {"duration", "ocr_text", "taken_at"} <= cols
     store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +37,9 @@ class ItemRecord:
     caption_sig: str | None = None
     duration: float | None = None
     segments: Sequence[SegmentRecord] = ()
+    extra_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # space -> vector
+    ocr_text: str | None = None
+    taken_at: float | None = None
 
 
 class SegmentRecord(NamedTuple):
@@ -58,6 +61,8 @@ class Reusable(NamedTuple):
     duration: float | None = None
     excerpt: str | None = None
     segments: Sequence[SegmentRecord] = ()
+    ocr_text: str | None = None
+    taken_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,16 @@ class Store:
         """The stored vector (and decoded size) of an item with the same content: a duplicate or renamed file."""
         with Session(self.engine) as s:
             row = s.execute(
-                select(Vector.data, Item.width, Item.height, Item.duration, Item.excerpt, Item.id)
+                select(
+                    Vector.data,
+                    Item.width,
+                    Item.height,
+                    Item.duration,
+                    Item.excerpt,
+                    Item.id,
+                    Item.ocr_text,
+                    Item.taken_at,
+                )
                 .join(Item, Item.id == Vector.item_id)
                 .where(Item.content_hash == content_hash, Item.modality == modality, Vector.space == modality)
                 .limit(1)
@@ -162,7 +176,8 @@ class Store:
         if row is None:
             return None
         segments = self.segments(row[5]) if modality == "audio" else []
-        return Reusable(np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2], row[3], row[4], segments)
+        vec = np.frombuffer(row[0], dtype=np.float32).copy()
+        return Reusable(vec, row[1], row[2], row[3], row[4], segments, row[6], row[7])
 
     def segments(self, item_id: int) -> list[SegmentRecord]:
         """An audio item's segments in time order."""
@@ -210,6 +225,87 @@ class Store:
                 yield ids, vecs
                 last = int(ids[-1])
 
+    def modalities_of(self, ids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        with Session(self.engine) as s:
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                out.update({i: m for i, m in s.execute(select(Item.id, Item.modality).where(Item.id.in_(chunk)))})
+        return out
+
+    def hashes_of(self, ids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        with Session(self.engine) as s:
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                out.update({i: h for i, h in s.execute(select(Item.id, Item.content_hash).where(Item.id.in_(chunk)))})
+        return out
+
+    def filter_ids(
+        self, modalities: Sequence[str], pattern: str | None, after: float | None, before: float | None
+    ) -> np.ndarray:
+        """Ids of items of these modalities whose path matches a glob and whose time is in range.
+
+        Time: the EXIF capture time when the picture has one, else the file's mtime. A pattern
+        without a slash also matches the file name alone (``*.png``).
+        """
+        from sqlalchemy import or_
+
+        stmt = select(Item.id).where(Item.modality.in_(list(modalities)))
+        if pattern:
+            cond: Any = Item.path.op("GLOB")(pattern)
+            if "/" not in pattern:
+                cond = or_(cond, Item.path.op("GLOB")("*/" + pattern))
+            stmt = stmt.where(cond)
+        when = func.coalesce(Item.taken_at, Item.mtime_ns / 1e9)
+        if after is not None:
+            stmt = stmt.where(when >= after)
+        if before is not None:
+            stmt = stmt.where(when < before)
+        with Session(self.engine) as s:
+            return np.asarray(s.scalars(stmt).all(), dtype=np.int64)
+
+    def spaces_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
+        """The spaces each item has a vector in."""
+        out: dict[int, list[str]] = {}
+        with Session(self.engine) as s:
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
+                    out.setdefault(item_id, []).append(space)
+        return out
+
+    def vectors_of(self, ids: Sequence[int], spaces: Sequence[str]) -> dict[tuple[int, str], np.ndarray]:
+        """(item id, space) -> vector, for the given items and spaces (rescoring candidates)."""
+        out: dict[tuple[int, str], np.ndarray] = {}
+        if not ids or not spaces:
+            return out
+        with Session(self.engine) as s:
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                rows = s.execute(
+                    select(Vector.item_id, Vector.space, Vector.data).where(
+                        Vector.item_id.in_(chunk), Vector.space.in_(list(spaces))
+                    )
+                )
+                for item_id, space, data in rows:
+                    out[(item_id, space)] = np.frombuffer(data, dtype=np.float32)
+        return out
+
+    def sample_vectors(self, space: str, n: int = 1000) -> np.ndarray:
+        """Up to ``n`` vectors of a space, spread over it (for score calibration)."""
+        with Session(self.engine) as s:
+            total = s.scalar(select(func.count()).select_from(Vector).where(Vector.space == space)) or 0
+            if total == 0:
+                return np.zeros((0, 0), dtype=np.float32)
+            step = max(1, total // n)
+            rows = s.execute(
+                select(Vector.data).where(Vector.space == space).where(func.abs(Vector.item_id) % step == 0).limit(n)
+            ).all()
+            if len(rows) < min(n, total) // 2:  # ids unevenly spread: take the first n
+                rows = s.execute(select(Vector.data).where(Vector.space == space).limit(n)).all()
+        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+
     def spaces(self) -> list[str]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Vector.space).distinct()))
@@ -222,6 +318,7 @@ class Store:
         """
         now = time.time()
         ids: list[int] = []
+        replaced_spaces = {sp for spaces in self.spaces_of(list(replace_ids.values())).values() for sp in spaces}
         with Session(self.engine) as s, s.begin():
             for rec in records:
                 fields = dict(
@@ -237,6 +334,8 @@ class Store:
                     caption_path=rec.caption_path,
                     caption_sig=rec.caption_sig,
                     duration=rec.duration,
+                    ocr_text=rec.ocr_text,
+                    taken_at=rec.taken_at,
                     status="ok",
                     indexed_at=now,
                 )
@@ -252,6 +351,9 @@ class Store:
                     s.execute(delete(Segment).where(Segment.item_id == item_id))
                 vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
                 s.add(Vector(item_id=item_id, space=rec.modality, data=vec.tobytes()))
+                for space, extra in rec.extra_vectors.items():
+                    data = np.ascontiguousarray(extra, dtype=np.float32).tobytes()
+                    s.add(Vector(item_id=item_id, space=space, data=data))
                 for seg in rec.segments:
                     s.add(
                         Segment(
@@ -264,7 +366,8 @@ class Store:
                         )
                     )
                 ids.append(item_id)
-            self._bump(s, (r.modality for r in records))
+            extras = {sp for r in records for sp in r.extra_vectors}
+            self._bump(s, {r.modality for r in records} | extras | replaced_spaces)
         return ids
 
     def delete_items(self, ids: Sequence[int]) -> dict[str, list[int]]:

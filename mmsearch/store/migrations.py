@@ -36,9 +36,18 @@ def m002_audio(conn: Connection) -> None:
     Segment.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def m003_item_text(conn: Connection) -> None:
+    """Images: the text OCR read in them, and the EXIF capture time."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
+    for name, kind in (("ocr_text", "TEXT"), ("taken_at", "FLOAT")):
+        if name not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE items ADD COLUMN {name} {kind}")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_audio", m002_audio),
+    ("m003_item_text", m003_item_text),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

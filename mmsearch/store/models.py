@@ -41,10 +41,18 @@ class Item(Base):
     status: Mapped[str] = mapped_column(String(16), default="ok")
     indexed_at: Mapped[float] = mapped_column(Float)
     duration: Mapped[float | None] = mapped_column(Float)  # seconds, audio only (m002)
+    # text read by OCR: NULL = not read, "" = none found (m003)
+    ocr_text: Mapped[str | None] = mapped_column(Text)
+    taken_at: Mapped[float | None] = mapped_column(Float)  # EXIF DateTimeOriginal, epoch seconds (m003)
 
 
 class Vector(Base):
-    """An item's vector in one space. SQLite keeps them so FAISS can always be rebuilt from here."""
+    """An item's vector in one space. SQLite keeps them so FAISS can always be rebuilt from here.
+
+    Spaces: ``image``, ``text``, ``audio`` (an item's own content), and the extra text vectors of image
+    and audio items: ``image.caption`` / ``audio.caption`` (sidecar caption), ``image.name`` /
+    ``audio.name`` (words of the file name), ``image.ocr`` (text read in the picture).
+    """
 
     __tablename__ = "vectors"
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
