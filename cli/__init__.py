@@ -12,6 +12,7 @@ from mmsearch.cli import index as _index
 from mmsearch.cli import info as _info
 from mmsearch.cli import models as _models
 from mmsearch.cli import query as _query
+from mmsearch.cli import serve as _serve
 from mmsearch.cli import train as _train
 
 app = typer.Typer(
@@ -50,3 +51,4 @@ app.command("info")(_info.info)
 app.command("models")(_models.models)
 app.command("eval")(_eval.eval_)
 app.command("train")(_train.train)
+app.command("serve")(_serve.serve)

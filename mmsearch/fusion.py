@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 FUSIONS = ("sum", "rrf", "max")
+VECTOR = "vector"  # a part given as a vector in the index's space (clip-retrieval's embedding_input)
 # weight of each kind of extra vector relative to the item's own (1.0)
 EXTRA_WEIGHTS = {"caption": 1.0, "ocr": 1.0, "name": 0.5}
 RRF_K = 60
@@ -55,7 +56,14 @@ class QueryPart:
 
     @property
     def label(self) -> str:
-        what = self.value if self.kind == TEXT else f"{self.kind}:{Path(str(self.value)).name}"
+        if self.kind == TEXT:
+            what = str(self.value)
+        elif self.kind == VECTOR:
+            what = "vector"
+        elif isinstance(self.value, (str, Path)):
+            what = f"{self.kind}:{Path(str(self.value)).name}"
+        else:
+            what = self.kind
         sign = "-" if self.negative else "+"
         return f"{sign}{self.weight:g}:{what}" if self.weight != 1.0 else f"{sign}{what}"
 
@@ -105,7 +113,7 @@ class Query:
         if self.fusion not in FUSIONS:
             raise QueryError(f"unknown fusion {self.fusion!r}: choose one of {', '.join(FUSIONS)}")
         for p in self.parts:
-            if p.kind not in (TEXT, IMAGE, AUDIO):
+            if p.kind not in (TEXT, IMAGE, AUDIO, VECTOR):
                 raise QueryError(f"unknown query part kind {p.kind!r}")
             if not (p.weight > 0 and np.isfinite(p.weight)):
                 raise QueryError(f"weights must be positive numbers, got {p.weight}")
@@ -272,7 +280,12 @@ def embed_parts(encoder: Any, parts: Sequence[QueryPart]) -> np.ndarray:
 
     out = []
     for p in parts:
-        if p.kind == TEXT:
+        if p.kind == VECTOR:
+            vec = np.asarray(p.value, dtype=np.float32).reshape(1, -1)
+            if vec.shape[1] != encoder.dim:
+                raise QueryError(f"a query vector must have {encoder.dim} numbers, not {vec.shape[1]}")
+            out.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
+        elif p.kind == TEXT:
             out.append(embed_query(encoder, text=str(p.value)))
         elif p.kind == IMAGE:
             out.append(embed_query(encoder, image=p.value if not isinstance(p.value, str) else Path(p.value)))

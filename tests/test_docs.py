@@ -17,7 +17,7 @@ COMMANDS = sorted(get_command(app).commands)  # type: ignore[attr-defined]
 
 
 def test_the_commands_are_the_ones_we_document() -> None:
-    assert COMMANDS == ["eval", "index", "info", "models", "query", "train"]
+    assert COMMANDS == ["eval", "index", "info", "models", "query", "serve", "train"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

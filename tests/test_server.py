@@ -1,0 +1,195 @@
+"""`mmsearch serve`: the real server on 127.0.0.1, driven by real clients (clip-retrieval, openai, requests)."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from real_photos import sources
+from typer.testing import CliRunner
+
+from mmsearch import Engine
+from mmsearch.cli import app as cli_app
+
+DATA = Path(__file__).parent / "data"
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn serving an app in a thread, on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("served")
+    for name in ("cat.png", "coffee.png", "rocket.jpg", "motorcycle.png", "astronaut.png"):
+        Image.open(sources()[name]).convert("RGB").save(root / name)
+    (root / "pasta.md").write_text("# Weeknight pasta\nBoil salted water, cook spaghetti for nine minutes.")
+    shutil.copy(DATA / "speech" / "budget.ogg", root / "budget.ogg")
+    index = tmp_path_factory.mktemp("served-index")
+    assert runner.invoke(cli_app, ["index", str(root), "--index", str(index), "-q"]).exit_code == 0
+    return root, index
+
+
+@pytest.fixture(scope="module")
+def server(library) -> Iterator[Server]:
+    from mmsearch.server import create_app
+
+    s = Server(create_app(library[1]))
+    yield s
+    s.stop()
+
+
+def clip_client_class():
+    """clip-retrieval's ClipClient, unchanged, loaded from the installed package's file (its package
+    __init__ pulls its own server's dependencies, which a client does not need)."""
+    spec = importlib.util.find_spec("clip_retrieval")
+    assert spec and spec.submodule_search_locations, "pip install --no-deps clip-retrieval"
+    path = Path(spec.submodule_search_locations[0]) / "clip_client.py"
+    module_spec = importlib.util.spec_from_file_location("clip_client", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.ClipClient, module.Modality
+
+
+def test_clip_retrieval_client_works_unchanged(server: Server, library) -> None:
+    root, index = library
+    ClipClient, Modality = clip_client_class()
+    indices = requests.get(f"{server.url}/indices-list", timeout=30).json()
+    client = ClipClient(url=f"{server.url}/knn-service", indice_name=indices[0], num_images=3)
+    hits = client.query(text="a cat")
+    assert Path(hits[0]["image_path"]).name == "cat.png"
+    assert {"id", "similarity", "caption", "url", "image"} <= set(hits[0])
+    assert [h["similarity"] for h in hits] == sorted((h["similarity"] for h in hits), reverse=True)
+    thumb = Image.open(io.BytesIO(base64.b64decode(hits[0]["image"])))
+    assert max(thumb.size) <= 320
+    assert requests.get(hits[0]["url"], timeout=30).content == (root / "cat.png").read_bytes()
+    hits = client.query(image=str(sources()["coffee.png"]))
+    assert Path(hits[0]["image_path"]).name == "coffee.png"
+    # embedding_input is L2-normalised: a scaled vector finds the same thing
+    with Engine.open(index) as eng:
+        vec = (eng.embed_text(["a rocket"])[0] * 7.5).tolist()
+    hits = client.query(embedding_input=vec)
+    assert Path(hits[0]["image_path"]).name == "rocket.jpg"
+    text_client = ClipClient(url=f"{server.url}/knn-service", indice_name=indices[0], modality=Modality.TEXT)
+    assert Path(text_client.query(text="how to cook spaghetti")[0]["image_path"]).name == "pasta.md"
+    meta = requests.post(f"{server.url}/metadata", json={"ids": [hits[0]["id"], 999999]}, timeout=30).json()
+    assert [m["id"] for m in meta] == [hits[0]["id"]] and meta[0]["metadata"]["image_path"].endswith("rocket.jpg")
+
+
+def test_knn_service_errors_are_json(server: Server) -> None:
+    url = f"{server.url}/knn-service"
+    for body, status in (
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"text": "a cat", "indice_name": "laion5B"}', 404),
+        (b'{"text": "a cat", "modality": "video"}', 400),
+        (b'{"image_url": "http://example.com/x.jpg"}', 403),
+        (b'{"embedding_input": [1, 2, 3]}', 400),
+        (b'{"text": "a cat", "num_images": -4}', 400),
+        (b'{"text": null, "image": null}', 400),
+    ):
+        r = requests.post(url, data=body, timeout=30)  # no Content-Type, like ClipClient
+        assert r.status_code == status, (body, r.text)
+        assert r.headers["content-type"].startswith("application/json") and "detail" in r.json()
+
+
+def test_openai_client_embeddings_equal_the_engine(server: Server, library) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    texts = ["a cat on a sofa", "quarterly budget"]
+    got = client.embeddings.create(model="builtin", input=texts)
+    with Engine.open(library[1]) as eng:
+        want = eng.embed_text(texts)
+    assert [d.index for d in got.data] == [0, 1]
+    np.testing.assert_allclose(np.array([d.embedding for d in got.data]), want, atol=1e-6)
+    one = client.embeddings.create(model="builtin", input="a cat on a sofa", encoding_format="float")
+    np.testing.assert_allclose(one.data[0].embedding, want[0], atol=1e-6)
+
+
+def test_native_api(server: Server, library) -> None:
+    root, _ = library
+    url = server.url
+    assert requests.get(f"{url}/health", timeout=30).json()["status"] == "ok"
+    assert requests.get(f"{url}/info", timeout=30).json()["counts"] == {"image": 5, "text": 1, "audio": 1}
+    hits = requests.post(f"{url}/search", json={"text": "a motorcycle", "k": 2}, timeout=30).json()
+    assert Path(hits[0]["path"]).name == "motorcycle.png" and len(hits) == 2
+    picture = base64.b64encode((root / "coffee.png").read_bytes()).decode()
+    hits = requests.post(
+        f"{url}/search", json={"parts": [{"kind": "image", "data": picture}], "k": 1, "explain": True}, timeout=30
+    ).json()
+    assert Path(hits[0]["path"]).name == "coffee.png" and hits[0]["explain"]
+    spoken = base64.b64encode((DATA / "speech" / "budget.ogg").read_bytes()).decode()
+    hits = requests.post(f"{url}/search", json={"parts": [{"kind": "audio", "data": spoken}]}, timeout=60).json()
+    assert Path(hits[0]["path"]).name == "budget.ogg" and "budget" in hits[0]["metadata"]["match"]["text"]
+    item = requests.get(f"{url}/items/{hits[0]['id']}", timeout=30).json()
+    assert item["modality"] == "audio" and item["path"].endswith("budget.ogg")
+    vec = requests.post(f"{url}/embed", json={"text": ["a cat"]}, timeout=30).json()
+    assert vec["dim"] == 384 and abs(np.linalg.norm(vec["vectors"][0]) - 1) < 1e-5
+    vec = requests.post(f"{url}/embed", json={"image": picture}, timeout=30).json()
+    assert len(vec["vectors"]) == 1
+    for bad in ("/items/999999", "/items/999999/file", "/items/abc", "/items/..%2F..%2Fetc%2Fpasswd/file"):
+        r = requests.get(f"{url}{bad}", timeout=30)
+        assert r.status_code in (404, 422) and r.headers["content-type"].startswith("application/json"), bad
+    for body in ({"text": "a cat", "k": 0}, {"text": "a cat", "k": -3}, {"text": "a cat", "k": 10**9}, {"k": "x"}):
+        r = requests.post(f"{url}/search", json=body, timeout=30)
+        assert r.status_code == 422 and "detail" in r.json(), body
+    r = requests.post(f"{url}/search", json={"text": "cat + "}, timeout=30)
+    assert r.status_code == 400 and "empty term" in r.json()["detail"]
+    r = requests.post(f"{url}/search", json={"text": "a cat", "target": "video"}, timeout=30)
+    assert r.status_code == 400
+    r = requests.post(f"{url}/search", data=b"x" * (26 * 1024 * 1024), timeout=60)
+    assert r.status_code == 413
+    page = requests.get(url, timeout=30)
+    assert page.status_code == 200 and "<title>mmsearch</title>" in page.text
+    assert "/knn-service" in requests.get(f"{url}/openapi.json", timeout=30).text
+
+
+def test_a_token_guards_every_route(library) -> None:
+    from mmsearch.server import create_app
+
+    s = Server(create_app(library[1], token="s3cret"))
+    try:
+        for path in ("/health", "/info", "/items/1", "/indices-list"):
+            assert requests.get(f"{s.url}{path}", timeout=30).status_code == 401, path
+        assert requests.post(f"{s.url}/knn-service", data=b'{"text": "a cat"}', timeout=30).status_code == 401
+        ok = requests.get(f"{s.url}/health", headers={"Authorization": "Bearer s3cret"}, timeout=30)
+        assert ok.status_code == 200
+        assert requests.get(f"{s.url}/health?token=s3cret", timeout=30).status_code == 200  # for <img src>
+    finally:
+        s.stop()
