@@ -193,3 +193,55 @@ def test_a_token_guards_every_route(library) -> None:
         assert requests.get(f"{s.url}/health?token=s3cret", timeout=30).status_code == 200  # for <img src>
     finally:
         s.stop()
+
+
+def test_schemathesis_finds_no_server_error(server: Server) -> None:
+    import subprocess
+    import sys
+
+    st = Path(sys.executable).with_name("st")
+    result = subprocess.run(
+        [str(st), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "25",
+         "--request-timeout", "60", "--seed", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout.split("SUMMARY")[-1]
+
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def test_the_search_page_in_a_headless_browser(server: Server) -> None:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the page test drives Debian's chromium: apt install chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(server.url)
+            page.fill("#q", "a motorcycle")
+            page.press("#q", "Enter")
+            page.wait_for_selector(".hit")
+            first = page.locator(".hit").first
+            assert first.locator(".name").inner_text() == "motorcycle.png"
+            page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")  # the thumbnail loaded
+            assert first.get_attribute("href").endswith("/file")
+            page.screenshot(path=str(ARTIFACTS / "search-page.png"))
+            page.click("text=Notes")  # modality tab
+            page.fill("#q", "cooking dinner")
+            page.press("#q", "Enter")
+            page.wait_for_function("document.querySelector('.hit .name')?.textContent === 'pasta.md'")
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+            phone.goto(f"{server.url}/?q=a%20cat")
+            phone.wait_for_selector(".hit")
+            assert phone.locator(".hit .name").first.inner_text() == "cat.png"
+            box = phone.locator(".hit").first.bounding_box()
+            assert box is not None and box["width"] < 390 / 2  # two columns on a phone
+            phone.screenshot(path=str(ARTIFACTS / "search-page-phone.png"))
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "search-page.png").stat().st_size > 10_000

@@ -16,10 +16,11 @@ import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -30,6 +31,8 @@ from mmsearch.fusion import MAX_RESULTS, Query, QueryPart
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # uploaded images and sounds arrive base64 in JSON bodies
 THUMBNAIL_SIZE = 320
+MAX_ID = 2**63 - 1  # SQLite INTEGER
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an item id from a search result")]
 
 
 # -- request models (they make the OpenAPI spec) -------------------------------------------------
@@ -71,7 +74,7 @@ class OpenAIEmbeddingsIn(BaseModel):
 
 
 class MetadataIn(BaseModel):
-    ids: list[int] = Field(max_length=10_000)
+    ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(max_length=10_000)
     indice_name: str | None = None
 
 
@@ -280,7 +283,7 @@ def create_app(
         return item
 
     @app.get("/items/{item_id}", dependencies=guarded)
-    def get_item(item_id: int) -> dict[str, Any]:
+    def get_item(item_id: ItemId) -> dict[str, Any]:
         """One indexed item: path, kind and metadata."""
         from mmsearch.query import item_metadata
 
@@ -288,7 +291,7 @@ def create_app(
         return {"id": item.id, "path": item.path, "modality": item.modality, "metadata": item_metadata(item)}
 
     @app.get("/items/{item_id}/file", dependencies=guarded)
-    def get_file(item_id: int) -> FileResponse:
+    def get_file(item_id: ItemId) -> FileResponse:
         """The indexed file itself (only indexed items can be read, by id)."""
         item = item_or_404(item_id)
         if not os.path.isfile(item.path):
@@ -296,7 +299,7 @@ def create_app(
         return FileResponse(item.path)
 
     @app.get("/items/{item_id}/thumbnail", dependencies=guarded)
-    def get_thumbnail(item_id: int) -> Response:
+    def get_thumbnail(item_id: ItemId) -> Response:
         """A JPEG of at most 320 px, cached in the index directory."""
         item = item_or_404(item_id)
         if item.modality != IMAGE:

@@ -190,6 +190,7 @@ class Store:
         return [SegmentRecord(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy(), r[4]) for r in rows]
 
     def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
+        ids = [int(i) for i in ids if 0 <= int(i) < 2**63]  # anything else cannot be a row id
         if not ids:
             return {}
         with Session(self.engine, expire_on_commit=False) as s:
