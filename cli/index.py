@@ -9,6 +9,9 @@ import typer
 
 from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, err_console, print_json
 
+# Exit status of a run that finished but skipped files (0: everything indexed; 1: an error stopped it).
+SKIPPED_EXIT = 3
+
 
 def index(
     paths: Annotated[
@@ -30,6 +33,10 @@ def index(
         int | None, typer.Option(min=1, help="Decoding threads. Default: CPU count (max 8).", show_default=False)
     ] = None,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", min=0, help="Seconds to wait while another `mmsearch index` writes this index."),
+    ] = 0.0,
     ocr: Annotated[
         bool | None,
         typer.Option(
@@ -51,11 +58,14 @@ def index(
     json_out: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no skip lines.")] = False,
 ) -> None:
-    """Index images (jpg, png, webp, gif, bmp, tiff) and notes (.txt, .md) under PATHS.
+    """Index pictures, notes (.txt, .md) and sounds (wav, flac, ogg, mp3, m4a) under PATHS.
 
     Re-running is incremental: only new or changed files are embedded, files that share content
     with an indexed one reuse its vector, and files deleted from disk leave the index. A caption
     file beside an image ([bold]photo.jpg[/bold] + [bold]photo.txt[/bold]) is stored as its caption.
+    One run writes an index at a time (a second one refuses, or waits with --wait).
+
+    Exit status: 0 all indexed, 3 finished but some files were skipped (listed), 1 error, 130 Ctrl-C.
 
     Example: [bold]mmsearch index ~/Pictures --model openclip:ViT-B-32/openai[/bold]
     """
@@ -115,11 +125,14 @@ def index(
                     include_hidden=hidden,
                     follow_symlinks=follow_symlinks,
                     ocr=ocr,
+                    wait=wait,
                     hooks=IngestHooks(skip=skip, start=start, advance=advance),
                 )
             counts = engine.store.counts()
         if json_out:
             print_json({**report.as_dict(), "index": str(engine.dir), "counts": counts})
+            if report.skipped:
+                raise typer.Exit(SKIPPED_EXIT)
             return
         summary = (
             f"Indexed {report.added} new, {report.updated} changed, removed {report.removed}, "
@@ -132,3 +145,5 @@ def index(
             console.print(f"Ignored {n} {modality} file(s): model {engine.model_name} does not embed {modality}.")
         totals = ", ".join(f"{n} {m}" for m, n in sorted(counts.items())) or "nothing"
         console.print(f"Index {engine.dir} now holds {totals}.")
+        if report.skipped:
+            raise typer.Exit(SKIPPED_EXIT)

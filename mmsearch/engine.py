@@ -249,13 +249,33 @@ class Engine:
         follow_symlinks: bool = False,
         hooks: IngestHooks | None = None,
         ocr: bool | None = None,
+        wait: float = 0.0,
     ) -> IngestReport:
         """Index (or re-index incrementally) files and folders. Interrupting keeps committed work.
 
         Args:
             ocr: Read the text in pictures (RapidOCR). Default: what this index was built with, else on
                 when ``rapidocr-onnxruntime`` is installed. The choice sticks to the index.
+            wait: Seconds to wait for another run writing this index (see :mod:`mmsearch.lock`).
+
+        Raises:
+            IndexBusyError: another run still holds the index's lock after ``wait`` seconds.
         """
+        from mmsearch.lock import IndexLock
+
+        with IndexLock(self.dir, wait):
+            return self._index(paths, batch_size, workers, include_hidden, follow_symlinks, hooks, ocr)
+
+    def _index(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        batch_size: int,
+        workers: int | None,
+        include_hidden: bool,
+        follow_symlinks: bool,
+        hooks: IngestHooks | None,
+        ocr: bool | None,
+    ) -> IngestReport:
         from mmsearch.ocr import ocr_available
 
         recorded = self.store.get_meta("ocr")

@@ -33,3 +33,7 @@ class QueryError(MmsearchError):
 
 class MediaError(MmsearchError):
     """A file cannot be decoded. Ingest turns this into a skip, never a stopped run."""
+
+
+class IndexBusyError(MmsearchError):
+    """Another process is writing the index (`mmsearch index` holds its lock)."""

@@ -177,7 +177,7 @@ def test_bad_audio_files_are_skipped_one_line_each(tmp_path: Path) -> None:
     shutil.copy(good, lib / "sound.jpg")  # audio named as an image
     idx = tmp_path / "idx"
     result = runner.invoke(app, ["index", str(lib), "--index", str(idx), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # finished, with skips
     report = json.loads(result.stdout)
     skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
     assert skipped == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,9 +71,25 @@ def test_skips_are_reported_one_line_each(tmp_path: Path) -> None:
     root.mkdir()
     (root / "zero.jpg").write_bytes(b"")
     (root / "ok.txt").write_text("fine")
-    result = run("index", str(root), "--model", "fake", "--index", str(tmp_path / "i"))
+    result = run("index", str(root), "--model", "fake", "--index", str(tmp_path / "i"), code=3)
     assert f"skipping {root / 'zero.jpg'}: empty file" in result.stderr
-    assert "skipped 1" in result.stdout
+    assert "skipped 1" in result.stdout  # and exit status 3: finished, with skips
+    (root / "zero.jpg").unlink()
+    run("index", str(root), "--index", str(tmp_path / "i"), code=0)
+
+
+def test_a_second_index_run_refuses_while_one_writes(photos: Path, tmp_path: Path) -> None:
+    from mmsearch.lock import IndexLock
+
+    idx = tmp_path / "i"
+    run("index", str(photos), "--model", "fake", "--index", str(idx), "-q")
+    with IndexLock(idx):  # another run holds the index
+        result = run("index", str(photos), "--index", str(idx), code=1)
+        assert "another `mmsearch index`" in result.stderr and f"pid {os.getpid()}" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        # queries need no lock: they read SQLite's last committed state
+        assert json.loads(run("query", "red", "--index", str(idx), "--json").stdout)[0]["path"].endswith("red.jpg")
+    run("index", str(photos), "--index", str(idx), "-q")  # released: runs again
 
 
 @pytest.mark.parametrize(

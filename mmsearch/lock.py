@@ -1,0 +1,62 @@
+"""One writer per index: an advisory lock on ``INDEX_DIR/index.lock`` held for a whole `index` run.
+
+``flock`` locks belong to the open file, so the kernel releases them when the process dies, even
+by SIGKILL: a crashed run never leaves a stale lock behind. Readers (queries, the server) take no
+lock: SQLite's WAL gives them a consistent snapshot while a run writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+from mmsearch.errors import IndexBusyError
+
+FILENAME = "index.lock"
+
+
+class IndexLock:
+    """``with IndexLock(dir, wait=0):`` — raises IndexBusyError if another run holds it after ``wait`` s."""
+
+    def __init__(self, index_dir: Path, wait: float = 0.0) -> None:
+        self.path = index_dir / FILENAME
+        self.wait = wait
+        self._fd: int | None = None
+
+    def __enter__(self) -> IndexLock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (documented)
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise IndexBusyError(
+                        f"another `mmsearch index` (pid {holder}) is writing {self.path.parent}: wait for it to "
+                        "finish, or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
