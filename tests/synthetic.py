@@ -53,6 +53,15 @@ def caption(colour: str, shape: str, size: str, side: str) -> str:
     return f"a {size} {colour} {shape} on the {side}"
 
 
+def write_pairs(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A pairs file as `mmsearch eval`/`train` read it: header ``filepath,caption``."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["filepath", "caption"])
+        writer.writerows(rows)
+    return path
+
+
 def write_split(root: Path, per_combo: int = 5, held_pairs: int = 6, seed: int = 0) -> tuple[Path, Path]:
     """Write images + ``train.csv`` (seen combinations, ``per_combo`` images each) and ``test.csv``
     (one image per combination of the held-out colour-shape pairs)."""
@@ -71,9 +80,5 @@ def write_split(root: Path, per_combo: int = 5, held_pairs: int = 6, seed: int =
                 name = f"{split}-{'-'.join(combo)}-{k}.png"
                 render(*combo, rng).save(root / name)
                 rows.append((name, caption(*combo)))
-        files[split] = root / f"{split}.csv"
-        with open(files[split], "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["filepath", "caption"])
-            writer.writerows(rows)
+        files[split] = write_pairs(root / f"{split}.csv", rows)
     return files["train"], files["test"]

@@ -6,13 +6,13 @@ A caption names all three ("a high buzzing tone in fast beeps"). ``write_split``
 
 from __future__ import annotations
 
-import csv
 import itertools
 import random
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from synthetic import write_pairs
 
 RATE = 22050
 PITCHES = {"low": (110.0, 180.0), "middle": (400.0, 600.0), "high": (1500.0, 2200.0)}
@@ -71,9 +71,5 @@ def write_split(
                 name = f"{split}-{'-'.join(combo).replace(' ', '_')}-{k}.wav"
                 sf.write(root / name, synth(*combo, rng), RATE, subtype="PCM_16")
                 rows.append((name, caption(*combo)))
-        files[split] = root / f"{split}.csv"
-        with open(files[split], "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["filepath", "caption"])
-            writer.writerows(rows)
+        files[split] = write_pairs(root / f"{split}.csv", rows)
     return files["train"], files["test"]

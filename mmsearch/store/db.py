@@ -77,6 +77,12 @@ class KnownFile:
     caption_sig: str | None
 
 
+def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
+    """Ids in lists of at most ``size``: SQLite caps the parameters of one statement."""
+    for start in range(0, len(ids), size):
+        yield [int(i) for i in ids[start : start + size]]
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -226,21 +232,19 @@ class Store:
                 yield ids, vecs
                 last = int(ids[-1])
 
-    def modalities_of(self, ids: Sequence[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
+    def _item_column(self, ids: Sequence[int], column: Any) -> dict[int, Any]:
+        """id -> one column of ``items``, read 500 ids per query."""
+        out: dict[int, Any] = {}
         with Session(self.engine) as s:
-            for start in range(0, len(ids), 500):
-                chunk = [int(i) for i in ids[start : start + 500]]
-                out.update({i: m for i, m in s.execute(select(Item.id, Item.modality).where(Item.id.in_(chunk)))})
+            for chunk in _chunks(ids):
+                out.update({i: v for i, v in s.execute(select(Item.id, column).where(Item.id.in_(chunk)))})
         return out
 
+    def modalities_of(self, ids: Sequence[int]) -> dict[int, str]:
+        return self._item_column(ids, Item.modality)
+
     def hashes_of(self, ids: Sequence[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        with Session(self.engine) as s:
-            for start in range(0, len(ids), 500):
-                chunk = [int(i) for i in ids[start : start + 500]]
-                out.update({i: h for i, h in s.execute(select(Item.id, Item.content_hash).where(Item.id.in_(chunk)))})
-        return out
+        return self._item_column(ids, Item.content_hash)
 
     def filter_ids(
         self, modalities: Sequence[str], pattern: str | None, after: float | None, before: float | None
@@ -270,8 +274,7 @@ class Store:
         """The spaces each item has a vector in."""
         out: dict[int, list[str]] = {}
         with Session(self.engine) as s:
-            for start in range(0, len(ids), 500):
-                chunk = [int(i) for i in ids[start : start + 500]]
+            for chunk in _chunks(ids):
                 for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
                     out.setdefault(item_id, []).append(space)
         return out
@@ -282,8 +285,7 @@ class Store:
         if not ids or not spaces:
             return out
         with Session(self.engine) as s:
-            for start in range(0, len(ids), 500):
-                chunk = [int(i) for i in ids[start : start + 500]]
+            for chunk in _chunks(ids):
                 rows = s.execute(
                     select(Vector.item_id, Vector.space, Vector.data).where(
                         Vector.item_id.in_(chunk), Vector.space.in_(list(spaces))
@@ -377,8 +379,7 @@ class Store:
         if not ids:
             return removed
         with Session(self.engine) as s, s.begin():
-            for start in range(0, len(ids), 500):
-                chunk = [int(i) for i in ids[start : start + 500]]
+            for chunk in _chunks(ids):
                 for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
                     removed.setdefault(space, []).append(item_id)
                 s.execute(delete(Vector).where(Vector.item_id.in_(chunk)))
