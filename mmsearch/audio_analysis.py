@@ -11,8 +11,9 @@ and a sound query or a trained sound head finds recordings that sound alike.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from mmsearch.audio import windows
 from mmsearch.encoders import AUDIO, TEXT, Encoder, l2_normalize
 from mmsearch.errors import MediaError, ModelError
 
+T = TypeVar("T", bound=Any)
 SPEECH = "speech"
 SOUND = "sound"
 # Share of the sound vector in the item vector of a recording with speech. Zero: builtin's zero-shot
@@ -58,13 +60,13 @@ def can_index_audio(encoder: Encoder) -> bool:
     return has_sound_tower(encoder) or TEXT in encoder.modalities
 
 
-def _pool(segments: list[Segment], kind: str) -> tuple[np.ndarray | None, float]:
+def _pool(segments: list[Segment], kind: str) -> np.ndarray | None:
+    """Duration-weighted mean vector of the segments of one kind; None when there are none."""
     chosen = [s for s in segments if s.kind == kind]
     if not chosen:
-        return None, 0.0
+        return None
     weights = np.array([max(s.end - s.start, 0.1) for s in chosen], dtype=np.float32)
-    mean = (weights[:, None] * np.stack([s.vector for s in chosen])).sum(axis=0) / weights.sum()
-    return mean, float(weights.sum())
+    return (weights[:, None] * np.stack([s.vector for s in chosen])).sum(axis=0) / weights.sum()
 
 
 def analyze(
@@ -113,8 +115,8 @@ def analyze(
     if total == 0:
         raise MediaError("no audio samples")
     duration = total / rate
-    speech_mean, _ = _pool(segments, SPEECH)
-    sound_mean, _ = _pool(segments, SOUND)
+    speech_mean = _pool(segments, SPEECH)
+    sound_mean = _pool(segments, SOUND)
     if speech_mean is None and sound_mean is None:
         if not sound_problem:
             raise MediaError("silent: no speech and no sound")
@@ -129,8 +131,9 @@ def analyze(
     return AudioAnalysis(l2_normalize(np.asarray(vector)[None])[0], duration, segments)
 
 
-def best_segment(segments: list[Segment], query: np.ndarray) -> tuple[Segment, float] | None:
-    """The segment most similar to a query vector (speech preferred on ties): where a hit matches."""
+def best_segment(segments: Sequence[T], query: np.ndarray) -> tuple[T, float] | None:
+    """The segment (anything with a ``vector``: a Segment, a stored SegmentRecord) most similar to a
+    query vector, the first one on ties: where a hit matches."""
     if not segments:
         return None
     sims = np.stack([s.vector for s in segments]) @ np.asarray(query, dtype=np.float32).reshape(-1)

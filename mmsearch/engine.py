@@ -452,10 +452,9 @@ class Engine:
 
     def _where(self, item_id: int, query: np.ndarray) -> dict[str, Any]:
         """Where in an audio item a query matches best: its best segment's time span and words."""
-        from mmsearch.audio_analysis import Segment, best_segment
+        from mmsearch.audio_analysis import best_segment
 
-        segs = [Segment(s.start, s.end, s.kind, s.vector, s.text) for s in self.store.segments(item_id)]
-        found = best_segment(segs, query)
+        found = best_segment(self.store.segments(item_id), query)
         if found is None:
             return {}
         seg, score = found

@@ -25,16 +25,13 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mmsearch.encoders import AUDIO, IMAGE, TEXT
 from mmsearch.errors import QueryError
 from mmsearch.querylang import parse
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 FUSIONS = ("sum", "rrf", "max")
 VECTOR = "vector"  # a part given as a vector in the index's space (clip-retrieval's embedding_input)
@@ -300,7 +297,3 @@ def first_kind(query: Query) -> str | None:
     if TEXT in kinds:
         return None
     return IMAGE if IMAGE in kinds else AUDIO if AUDIO in kinds else None
-
-
-def as_image(value: Any) -> Image.Image | Path:
-    return value if not isinstance(value, str) else Path(value)

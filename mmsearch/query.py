@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,15 +130,3 @@ def resolve_targets(target: str | None, encoder: Encoder, default: str | None = 
     if target not in searchable:
         raise QueryError(f"model {encoder.name} does not embed {target} items, so there are none to search")
     return [target]
-
-
-def merge_results(per_space: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> list[tuple[int, float]]:
-    """Merge (D, I) rows of several spaces into the top ``k`` (id, score), best first."""
-    best: dict[int, float] = {}
-    for D, I in per_space:  # noqa: E741
-        for score, item_id in zip(D.ravel().tolist(), I.ravel().tolist(), strict=True):
-            if item_id < 0:
-                continue
-            if score > best.get(item_id, -np.inf):
-                best[item_id] = score
-    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
