@@ -56,8 +56,11 @@ def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[str, 
             while block := f.read(chunk):
                 h.update(block)
                 size += len(block)
+            after = os.fstat(f.fileno())
     except OSError as e:
         raise MediaError(f"cannot read: {e.strerror or e}") from e
+    if (st.st_size, st.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or size != after.st_size:
+        raise MediaError("changed while being read (still being written?): indexed on the next run")
     return h.hexdigest(), size, st.st_mtime_ns
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -60,6 +61,11 @@ class IndexInfo:
         return dict(self.__dict__)
 
 
+# While an index run writes, FAISS files are saved at least this often (seconds), so that queries
+# in other processes load them instead of rebuilding from SQLite.
+SAVE_EVERY_S = 30.0
+
+
 class Engine:
     """An index directory: SQLite metadata, one FAISS index per modality, and its model.
 
@@ -77,6 +83,9 @@ class Engine:
         self._encoder: Encoder | None = None
         self._spaces: dict[str, VectorIndex] = {}
         self._dirty: set[str] = set()
+        self._gen: dict[str, int] = {}  # the store generation each loaded FAISS index reflects
+        self._writing = False
+        self._last_save = time.monotonic()
         self._samples: dict[str, tuple[tuple[str, int], np.ndarray]] = {}
         self._reference: np.ndarray | None = None
         self._recipes = load_recipes()
@@ -182,19 +191,28 @@ class Engine:
         if vi is not None:
             return vi
         path = self.dir / f"{space}.faiss"
-        gen = self.store.generation(space)
-        if path.exists():
-            try:
-                vi, saved_gen = VectorIndex.load(path, self._recipes)
-                if saved_gen != gen or vi.dim != self._dim():
+        with self.store.snapshot():  # the generation and the vectors of one committed state
+            gen = self.store.generation(space)
+            if path.exists():
+                try:
+                    vi, saved_gen = VectorIndex.load(path, self._recipes)
+                    if saved_gen != gen or vi.dim != self._dim():
+                        vi = None
+                except MmsearchError:
                     vi = None
-            except MmsearchError:
-                vi = None
-        if vi is None:
-            vi = self._rebuild(space)
-            self._dirty.add(space)
+            if vi is None:
+                vi = self._rebuild(space)
+                self._dirty.add(space)
         self._spaces[space] = vi
+        self._gen[space] = gen
         return vi
+
+    def _refresh(self) -> None:
+        """Drop loaded FAISS indexes that another process's commits made stale (call in a snapshot)."""
+        for space in list(self._spaces):
+            if self._gen.get(space) != self.store.generation(space):
+                del self._spaces[space]
+                self._dirty.discard(space)
 
     def _dim(self) -> int:
         dim = self.store.get_meta("dim")
@@ -217,22 +235,53 @@ class Engine:
 
     def add(self, space: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         self._space(space).add(np.asarray(ids, dtype=np.int64), vectors)
-        self._dirty.add(space)
+        self._changed(space)
 
     def remove(self, space: str, ids: Sequence[int]) -> None:
         self._space(space).remove(ids)
+        self._changed(space)
+
+    def _changed(self, space: str) -> None:
+        # Only the lock holder writes, so the index now reflects the store's latest commit.
+        self._gen[space] = self.store.generation(space)
         self._dirty.add(space)
+        if time.monotonic() - self._last_save > SAVE_EVERY_S:
+            self.save()  # queries running meanwhile load this instead of rebuilding from SQLite
 
     def save(self) -> None:
-        """Write changed FAISS indexes (atomically); switch recipe when the size crossed a threshold."""
+        """Write changed FAISS indexes (atomically); switch recipe when the size crossed a threshold.
+
+        Outside an index run (a query rebuilt a stale file) this is best-effort: it is skipped while a
+        run holds the index, and when the folder cannot be written (a read-only index still answers).
+
+        Raises:
+            StoreWriteError: an index run could not write a file (disk full, read-only folder).
+        """
+        if not self._dirty:
+            return
+        self._last_save = time.monotonic()
+        if self._writing:
+            self._save_dirty()
+            return
+        from mmsearch.lock import IndexLock
+
+        try:
+            with IndexLock(self.dir), self.store.snapshot():
+                self._dirty = {s for s in self._dirty if self._gen.get(s) == self.store.generation(s)}
+                self._save_dirty()
+        except MmsearchError:
+            self._dirty.clear()
+
+    def _save_dirty(self) -> None:
         for space in sorted(self._dirty):
             vi = self._spaces[space]
             if vi.recipe.name != self._recipe_for(vi.ntotal).name:
-                rebuilt = self._rebuild(space)
+                with self.store.snapshot():
+                    rebuilt = self._rebuild(space)
                 if rebuilt.recipe.name != vi.recipe.name:
                     vi = self._spaces[space] = rebuilt
-            vi.save(self.dir / f"{space}.faiss", self.store.generation(space))
-        self._dirty.clear()
+            vi.save(self.dir / f"{space}.faiss", self._gen[space])
+            self._dirty.discard(space)
 
     def vector_ids(self, space: str) -> np.ndarray:
         """Every id in the FAISS index of ``space`` (for consistency checks)."""
@@ -260,11 +309,19 @@ class Engine:
 
         Raises:
             IndexBusyError: another run still holds the index's lock after ``wait`` seconds.
+            StoreWriteError: the index folder cannot be written (disk full, read-only); what earlier
+                batches committed stays, and the next run goes on from there.
         """
         from mmsearch.lock import IndexLock
 
         with IndexLock(self.dir, wait):
-            return self._index(paths, batch_size, workers, include_hidden, follow_symlinks, hooks, ocr)
+            self._writing = True
+            try:
+                with self.store.snapshot():
+                    self._refresh()  # another run may have written since this engine loaded its indexes
+                return self._index(paths, batch_size, workers, include_hidden, follow_symlinks, hooks, ocr)
+            finally:
+                self._writing = False
 
     def _index(
         self,
@@ -306,9 +363,13 @@ class Engine:
             ocr=ocr,
         )
         try:
-            return ingestor.run(roots)
-        finally:
-            self.save()
+            report = ingestor.run(roots)
+        except BaseException:
+            with contextlib.suppress(MmsearchError):  # keep what failed, not a second error saving
+                self.save()
+            raise
+        self.save()
+        return report
 
     # -- search -------------------------------------------------------------------------------
     def search(
@@ -349,8 +410,17 @@ class Engine:
         return self.run_query(query)
 
     def run_query(self, query: Query) -> list[Hit]:
-        """Run a :class:`Query` (see :mod:`mmsearch.fusion` for how scores are fused)."""
+        """Run a :class:`Query` (see :mod:`mmsearch.fusion` for how scores are fused).
+
+        The query sees one committed state of the index, even while an index run writes: the SQLite
+        reads share one read transaction, and FAISS indexes older than it are reloaded first.
+        """
         query.validate()
+        with self.store.snapshot():
+            self._refresh()
+            return self._run_query(query)
+
+    def _run_query(self, query: Query) -> list[Hit]:
         encoder = self.encoder
         qvecs = embed_parts(encoder, query.parts)
         present = set(self.store.spaces())
@@ -402,6 +472,7 @@ class Engine:
         if not cands:
             return []
         modality_of = self.store.modalities_of(cands)
+        cands = [c for c in cands if c in modality_of]
         all_spaces = sorted({s for spaces in spaces_for.values() for s in spaces})
         vectors = self.store.vectors_of(cands, all_spaces)
         ranked = fuse(query, qvecs, cands, modality_of, vectors, spaces_for, calibration)

@@ -37,3 +37,7 @@ class MediaError(MmsearchError):
 
 class IndexBusyError(MmsearchError):
     """Another process is writing the index (`mmsearch index` holds its lock)."""
+
+
+class StoreWriteError(MmsearchError):
+    """The index folder cannot be written (disk full, read-only, permissions). What was committed stays."""

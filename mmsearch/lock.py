@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from mmsearch.errors import IndexBusyError
+from mmsearch.errors import IndexBusyError, StoreWriteError
 
 FILENAME = "index.lock"
 
@@ -30,7 +30,10 @@ class IndexLock:
             import fcntl
         except ImportError:  # not POSIX: no lock (documented)
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreWriteError(f"cannot write index {self.path.parent}: {e.strerror or e}") from e
         deadline = time.monotonic() + self.wait
         while True:
             try:
@@ -45,9 +48,12 @@ class IndexLock:
                         "finish, or pass --wait SECONDS"
                     ) from None
                 time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass  # the pid is only for the message another run shows; the lock holds without it
         return self
 
     def __exit__(

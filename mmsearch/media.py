@@ -77,6 +77,7 @@ def decode_image(data: bytes, size: int = DECODE_SIZE) -> DecodedImage:
         raise MediaError("empty file")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels are fine
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im: Image.Image = Image.open(io.BytesIO(data))
             width, height = im.size
@@ -117,13 +118,18 @@ def load_image(path: str | Path) -> Image.Image:
 
 def decode_text(data: bytes) -> str:
     """Bytes of a .txt/.md file to text. Raises MediaError for binary or empty content."""
+    import codecs
+
     data = data[:MAX_TEXT_BYTES]
-    if b"\x00" in data:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows Notepad's "Unicode"
+        text = data.decode("utf-16", errors="replace")
+    elif b"\x00" in data:
         raise MediaError("binary content in a text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
     text = text.strip()
     if not text:
         raise MediaError("empty text file")

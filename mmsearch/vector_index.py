@@ -7,6 +7,7 @@ reflects, and rebuilt from SQLite whenever that generation does not match.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.errors import IndexCorruptError, MmsearchError
+from mmsearch.errors import IndexCorruptError, MmsearchError, StoreWriteError
 
 
 @dataclass(frozen=True)
@@ -227,15 +228,22 @@ class VectorIndex:
         import faiss
 
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(self.index, str(tmp))
-        _fsync(tmp)
-        os.replace(tmp, path)
-        meta = {"generation": generation, "recipe": self.recipe.name, "dim": self.dim, "ntotal": self.ntotal}
         side = path.with_name(path.name + ".json")
         tmp_side = side.with_name(side.name + f".tmp{os.getpid()}")
-        tmp_side.write_text(json.dumps(meta))
-        _fsync(tmp_side)
-        os.replace(tmp_side, side)
+        meta = {"generation": generation, "recipe": self.recipe.name, "dim": self.dim, "ntotal": self.ntotal}
+        try:
+            faiss.write_index(self.index, str(tmp))
+            _fsync(tmp)
+            os.replace(tmp, path)
+            tmp_side.write_text(json.dumps(meta))
+            _fsync(tmp_side)
+            os.replace(tmp_side, side)
+        except (OSError, RuntimeError) as e:  # FAISS reports a failed write as RuntimeError
+            for leftover in (tmp, tmp_side):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+            raise StoreWriteError(f"cannot write vector index {path}: {reason}") from e
 
     @classmethod
     def load(cls, path: Path, recipes: dict[str, Recipe]) -> tuple[VectorIndex, int]:

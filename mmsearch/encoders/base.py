@@ -29,6 +29,9 @@ class Encoder(Protocol):
         dim: Vector dimension.
         modalities: The modalities this encoder embeds (``{"text", "image"}``).
         fingerprint: A short hash of the weights; an index refuses a model whose fingerprint differs.
+
+    An image encoder may also say ``image_size``, the side in pixels its model looks at: indexing
+    then decodes JPEGs only that large (DCT scaling), which is most of the cost of a camera photo.
     """
 
     name: str

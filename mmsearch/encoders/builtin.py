@@ -105,6 +105,7 @@ class BuiltinEncoder:
         return self.text.encode_text(texts)
 
     feature_dim = 1280 * 4
+    image_size = 224  # what _preprocess crops to
 
     def image_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """One CNN pass: (ConSE vectors ``[n, 384]``, 2x2-pooled feature maps ``[n, 5120]``).
@@ -118,9 +119,15 @@ class BuiltinEncoder:
 
     def _forward(self, images: Sequence[Image.Image], split: int | None) -> tuple[np.ndarray, Any]:
         """The frozen CNN: (ConSE vectors, the activations entering stage ``split``, or the final feature map)."""
+        return self._forward_tensor(self._torch.stack([_preprocess(im) for im in images]), split)
+
+    def encode_image_tensor(self, batch: Any) -> np.ndarray:
+        """Vectors of a preprocessed batch (``[n, 3, 224, 224]``, see ``_preprocess``): the model alone."""
+        return self._forward_tensor(batch, None)[0]
+
+    def _forward_tensor(self, batch: Any, split: int | None) -> tuple[np.ndarray, Any]:
         torch = self._torch
         cnn = self.cnn
-        batch = torch.stack([_preprocess(im) for im in images])
         with torch.no_grad():
             h = cnn.bn1(cnn.conv_stem(batch))
             kept = None

@@ -64,6 +64,8 @@ class OpenClipEncoder:
         self._torch = torch
         self.model: Any = model
         self.preprocess = preprocess
+        size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.name = f"{PREFIX}:{arch}@{ckpt}" if ckpt is not None else f"{PREFIX}:{arch}/{tag}"
         with torch.no_grad():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,10 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
-from mmsearch.errors import IndexCorruptError, SchemaError
+from mmsearch.errors import IndexCorruptError, SchemaError, StoreWriteError
 from mmsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from mmsearch.store.models import Base, Item, Meta, Segment, Vector
 
@@ -92,6 +95,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
 class Store:
     """SQLite file ``index.sqlite3`` inside an index directory."""
 
@@ -99,8 +108,19 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.engine: Engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._local = threading.local()
+        # A folder this process cannot write (a read-only share, another user's index) is still
+        # searchable: SQLite opens it immutable, since nobody can change it under us either.
+        self.read_only = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+        if self.read_only:
+            wal = path.with_name(path.name + "-wal")
+            # immutable skips the WAL: only safe when a clean close left nothing in it
+            immutable = "&immutable=1" if not wal.exists() or wal.stat().st_size == 0 else ""
+            self.engine: Engine = create_engine(f"sqlite:///file:{path}?mode=ro{immutable}&uri=true")
+            event.listen(self.engine, "connect", _sqlite_read_only_pragmas)
+        else:
+            self.engine = create_engine(f"sqlite:///{path}")
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._migrate()
         except DatabaseError as e:
@@ -108,38 +128,102 @@ class Store:
             raise IndexCorruptError(f"cannot read index database {path}: {e.orig}") from e
 
     # -- schema -------------------------------------------------------------------------------
+    def _version(self, conn: Any) -> int | None:
+        """The schema version recorded in the file; None for a new, empty database."""
+        has_meta = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").first()
+        if not has_meta:
+            return None
+        row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+        return int(row[0]) if row else 0
+
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            has_meta = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").first()
-            if not has_meta:
-                Base.metadata.create_all(conn)
-                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        with self.engine.connect() as conn:
+            version = self._version(conn)
+            conn.rollback()
+            if version == SCHEMA_VERSION:
                 return
-            row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
+            if version is not None and version > SCHEMA_VERSION:
                 raise SchemaError(
                     f"index {self.path.parent} has schema version {version}; this mmsearch reads up to "
                     f"{SCHEMA_VERSION}: upgrade mmsearch"
                 )
-            for number, (_name, migrate) in enumerate(MIGRATIONS, start=1):
-                if number > version:
-                    migrate(conn)
-            if version < SCHEMA_VERSION:
+            if self.read_only:
+                raise SchemaError(
+                    f"index {self.path.parent} has schema version {version or 0} and cannot be upgraded to "
+                    f"{SCHEMA_VERSION} in a read-only folder: open it once where it can be written"
+                )
+            # Creating or upgrading takes the write lock first, then looks again: two processes opening
+            # a new index at once must not both create it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            version = self._version(conn)
+            if version is None:
+                Base.metadata.create_all(conn)
+                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif version < SCHEMA_VERSION:
+                for number, (_name, migrate) in enumerate(MIGRATIONS, start=1):
+                    if number > version:
+                        migrate(conn)
                 conn.execute(delete(Meta).where(Meta.key == "schema_version"))
                 conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    # -- read snapshots -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Make every read in this thread see one committed state until the block ends.
+
+        SQLite in WAL mode gives a read transaction a fixed view of the database: a writer in another
+        process can commit meanwhile, and this block sees none of it. Nested calls share the outer one.
+        """
+        if getattr(self._local, "session", None) is not None:
+            yield
+            return
+        with self.engine.connect() as conn:
+            # pysqlite opens no transaction for SELECTs by itself: without BEGIN each read is its own view
+            conn.exec_driver_sql("BEGIN")
+            session = Session(bind=conn, expire_on_commit=False)
+            self._local.session = session
+            try:
+                session.scalar(select(Meta.value).limit(1))  # the view is fixed at the first read
+                yield
+            finally:
+                self._local.session = None
+                session.close()
+                conn.rollback()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction; a failure to write (disk full, read-only folder) rolls it back whole."""
+        try:
+            with Session(self.engine) as s, s.begin():
+                yield s
+        except OperationalError as e:
+            why = "the index folder is read-only" if self.read_only else str(e.orig)
+            if "I/O error" in why or "full" in why:
+                why += " (is the disk full?)"
+            raise StoreWriteError(f"cannot write index database {self.path}: {why}") from e
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        """The current snapshot's session, or a fresh one for a single read."""
+        current = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
-        with Session(self.engine) as s:
+        with self._session() as s:
             value = s.scalar(select(Meta.value).where(Meta.key == key))
         return default if value is None else json.loads(value)
 
     def set_meta(self, **values: Any) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self._write() as s:
             for key, value in values.items():
                 s.merge(Meta(key=key, value=json.dumps(value)))
 
@@ -155,7 +239,7 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------
     def known_files(self) -> dict[str, KnownFile]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.execute(
                 select(Item.path, Item.id, Item.modality, Item.size, Item.mtime_ns, Item.content_hash, Item.caption_sig)
             )
@@ -163,7 +247,7 @@ class Store:
 
     def vector_for_hash(self, content_hash: str, modality: str) -> Reusable | None:
         """The stored vector (and decoded size) of an item with the same content: a duplicate or renamed file."""
-        with Session(self.engine) as s:
+        with self._session() as s:
             row = s.execute(
                 select(
                     Vector.data,
@@ -187,7 +271,7 @@ class Store:
 
     def segments(self, item_id: int) -> list[SegmentRecord]:
         """An audio item's segments in time order."""
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.execute(
                 select(Segment.start, Segment.end, Segment.kind, Segment.data, Segment.text)
                 .where(Segment.item_id == int(item_id))
@@ -199,25 +283,26 @@ class Store:
         ids = [int(i) for i in ids if 0 <= int(i) < 2**63]  # anything else cannot be a row id
         if not ids:
             return {}
-        with Session(self.engine, expire_on_commit=False) as s:
-            items = s.scalars(select(Item).where(Item.id.in_([int(i) for i in ids]))).all()
-            s.expunge_all()
+        with self._session() as s:
+            items = s.scalars(select(Item).where(Item.id.in_(ids))).all()
+            for it in items:
+                s.expunge(it)
         return {it.id: it for it in items}
 
     def counts(self) -> dict[str, int]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.execute(select(Item.modality, func.count()).group_by(Item.modality))
             return {m: int(n) for m, n in rows}
 
     def ids(self, space: str) -> np.ndarray:
-        with Session(self.engine) as s:
+        with self._session() as s:
             ids = s.scalars(select(Vector.item_id).where(Vector.space == space).order_by(Vector.item_id)).all()
         return np.asarray(ids, dtype=np.int64)
 
     def iter_vectors(self, space: str, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of one space, in id order, with bounded memory."""
         last = -1
-        with Session(self.engine) as s:
+        with self._session() as s:
             while True:
                 rows = s.execute(
                     select(Vector.item_id, Vector.data)
@@ -235,7 +320,7 @@ class Store:
     def _item_column(self, ids: Sequence[int], column: Any) -> dict[int, Any]:
         """id -> one column of ``items``, read 500 ids per query."""
         out: dict[int, Any] = {}
-        with Session(self.engine) as s:
+        with self._session() as s:
             for chunk in _chunks(ids):
                 out.update({i: v for i, v in s.execute(select(Item.id, column).where(Item.id.in_(chunk)))})
         return out
@@ -267,13 +352,13 @@ class Store:
             stmt = stmt.where(when >= after)
         if before is not None:
             stmt = stmt.where(when < before)
-        with Session(self.engine) as s:
+        with self._session() as s:
             return np.asarray(s.scalars(stmt).all(), dtype=np.int64)
 
     def spaces_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
         """The spaces each item has a vector in."""
         out: dict[int, list[str]] = {}
-        with Session(self.engine) as s:
+        with self._session() as s:
             for chunk in _chunks(ids):
                 for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
                     out.setdefault(item_id, []).append(space)
@@ -284,7 +369,7 @@ class Store:
         out: dict[tuple[int, str], np.ndarray] = {}
         if not ids or not spaces:
             return out
-        with Session(self.engine) as s:
+        with self._session() as s:
             for chunk in _chunks(ids):
                 rows = s.execute(
                     select(Vector.item_id, Vector.space, Vector.data).where(
@@ -297,7 +382,7 @@ class Store:
 
     def sample_vectors(self, space: str, n: int = 1000) -> np.ndarray:
         """Up to ``n`` vectors of a space, spread over it (for score calibration)."""
-        with Session(self.engine) as s:
+        with self._session() as s:
             total = s.scalar(select(func.count()).select_from(Vector).where(Vector.space == space)) or 0
             if total == 0:
                 return np.zeros((0, 0), dtype=np.float32)
@@ -310,7 +395,7 @@ class Store:
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
 
     def spaces(self) -> list[str]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(s.scalars(select(Vector.space).distinct()))
 
     # -- writes -------------------------------------------------------------------------------
@@ -322,7 +407,7 @@ class Store:
         now = time.time()
         ids: list[int] = []
         replaced_spaces = {sp for spaces in self.spaces_of(list(replace_ids.values())).values() for sp in spaces}
-        with Session(self.engine) as s, s.begin():
+        with self._write() as s:
             for rec in records:
                 fields = dict(
                     path=rec.path,
@@ -378,7 +463,7 @@ class Store:
         removed: dict[str, list[int]] = {}
         if not ids:
             return removed
-        with Session(self.engine) as s, s.begin():
+        with self._write() as s:
             for chunk in _chunks(ids):
                 for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
                     removed.setdefault(space, []).append(item_id)
