@@ -106,3 +106,18 @@ print(v.shape, t.shape)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "(1, 384) (1, 384)"
     assert list((tmp_path / "cache" / "mmsearch").glob("builtin-classes-*.npy"))  # cached for next time
+
+
+def test_a_text_query_with_builtin_needs_neither_timm_nor_the_cnn(tmp_path: Path) -> None:
+    """Cold start: the CNN's fingerprint is cached, so a text-only process never builds (or imports) it."""
+    code = """
+import sys
+from mmsearch.encoders import load_encoder
+enc = load_encoder("builtin")
+enc.encode_text(["a cat"])
+print(enc.fingerprint, "timm" in sys.modules)
+"""
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    (fp1, _), (fp2, timm_loaded) = (r.stdout.split() for r in runs)
+    assert fp1 == fp2 and timm_loaded == "False"

