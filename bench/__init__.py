@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.<name>`` or ``python bench/run.py NAME``; see docs/benchmarks.md."""
