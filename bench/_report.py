@@ -31,8 +31,10 @@ def cpu_model() -> str:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        dirty = subprocess.run(  # figures written by earlier runs do not make the code "changed"
+            ["git", "-C", str(ROOT), "status", "--porcelain", "-uno", "--", ".", ":!docs/benchmarks.md"],
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
     except OSError:

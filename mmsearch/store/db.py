@@ -230,6 +230,12 @@ class Store:
     def generation(self, space: str) -> int:
         return int(self.get_meta(f"generation:{space}", 0))
 
+    def generations(self) -> dict[str, int]:
+        """Every space's generation, in one read: any change to a space's vectors bumps its own."""
+        with self._session() as s:
+            rows = s.execute(select(Meta.key, Meta.value).where(Meta.key.like("generation:%"))).all()
+        return {k.removeprefix("generation:"): int(json.loads(v)) for k, v in rows}
+
     @staticmethod
     def _bump(s: Session, spaces: Iterable[str]) -> None:
         for space in set(spaces):
