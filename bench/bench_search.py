@@ -25,7 +25,7 @@ same quantizer with SQ8 codes (``ivf-sq8``'s structure), and HNSW32 x efSearch u
 ``--hnsw-max-n`` (HNSW cannot ``remove_ids``, which mmsearch's incremental updates need, so it is
 shown for comparison only). Each sweep point: recall@10 over every query, p50 over the first
 ``--sweep-timing-queries``; ``*`` marks the points that meet the target (recall@10 >= 0.95 at
->= 25x numpy brute force). ``--no-sweep`` skips it. Default run: ~20 min on 2 cores, most of it
+>= 25x numpy brute force). ``--no-sweep`` skips it. Default run: ~9 min on a quiet 2-core machine, most of it
 k-means at 1M.
 
 Data (``--data``): ``embed`` (default), unit vectors shaped like real embeddings: 300 topics of

@@ -45,5 +45,9 @@ def test_the_issue_9_benchmarks_run_at_tiny_sizes(tmp_path: Path) -> None:
     assert "recall" in out.lower()
     out = bench(tmp_path, "index", "--jpegs", "3", "--pngs", "2", "--naive", "3")
     assert "end to end / naive loop" in out
+    out = bench(tmp_path, "flops", "--batch", "2", "--batches", "1", "--reps", "1", "--matmul-n", "256")
+    assert "GFLOPs/image" in out and "ViT-B-32" in out
+    out = bench(tmp_path, "query", "--sizes", "2000", "--queries", "5")
+    assert "--help" in out and "warm p50" in out
     listing = subprocess.run([sys.executable, "bench/run.py"], cwd=ROOT, capture_output=True, text=True)
     assert listing.returncode == 2 and "index" in listing.stdout and "search" in listing.stdout

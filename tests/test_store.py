@@ -96,3 +96,27 @@ def test_a_schema_1_index_is_migrated_to_the_current_schema(tmp_path: Path) -> N
         cols = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
     assert {"duration", "ocr_text", "taken_at"} <= cols
     store.close()
+
+
+def test_an_old_index_in_a_read_only_folder_is_refused_not_misread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import create_engine
+
+    import mmsearch.store.db
+    from mmsearch.store.migrations import m001_initial
+
+    path = tmp_path / "old.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        m001_initial(conn)
+        conn.execute(text("INSERT INTO meta VALUES ('schema_version', '1')"))
+    engine.dispose()
+    # what os.access says of a folder this process may not write (file modes do not bind root)
+    monkeypatch.setattr(mmsearch.store.db.os, "access", lambda p, mode: False)
+    with pytest.raises(SchemaError, match="cannot be upgraded to 3 in a read-only folder"):
+        Store(path)
+    monkeypatch.undo()
+    store = Store(path)  # writable again: migrated
+    assert store.get_meta("schema_version") == SCHEMA_VERSION
+    store.close()
