@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.errors import MediaError
+from mmsearch.errors import CHANGED_WHILE_READ, MediaError
 
 # soundfile reads these (libsndfile >= 1.1 has MP3); PyAV, when installed, reads the rest
 SOUNDFILE_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"})
@@ -60,7 +60,7 @@ def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[str, 
     except OSError as e:
         raise MediaError(f"cannot read: {e.strerror or e}") from e
     if (st.st_size, st.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or size != after.st_size:
-        raise MediaError("changed while being read (still being written?): indexed on the next run")
+        raise MediaError(CHANGED_WHILE_READ)
     return h.hexdigest(), size, st.st_mtime_ns
 
 

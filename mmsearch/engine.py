@@ -208,18 +208,22 @@ class Engine:
         self._gen[space] = gen
         return vi
 
-    def _refresh(self) -> None:
-        """Drop loaded FAISS indexes that another process's commits made stale (call in a snapshot)."""
+    def _refresh(self) -> dict[str, int]:
+        """Drop loaded FAISS indexes that another process's commits made stale (call in a snapshot).
+
+        Returns every space's generation in this snapshot.
+        """
         gens = self.store.generations()
         for space in list(self._spaces):
             if self._gen.get(space) != gens.get(space, 0):
                 del self._spaces[space]
                 self._dirty.discard(space)
+        return gens
 
-    def _present(self) -> set[str]:
+    def _present(self, gens: dict[str, int]) -> set[str]:
         """The spaces holding vectors. ``SELECT DISTINCT`` scans every vector row (~30 ms at 1M), so the
         answer is kept until a generation changes: the set cannot change without one."""
-        key = tuple(sorted(self.store.generations().items()))
+        key = tuple(sorted(gens.items()))
         if self._present_cache is None or self._present_cache[0] != key:
             self._present_cache = (key, set(self.store.spaces()))
         return self._present_cache[1]
@@ -427,13 +431,12 @@ class Engine:
         """
         query.validate()
         with self.store.snapshot():
-            self._refresh()
-            return self._run_query(query)
+            return self._run_query(query, self._refresh())
 
-    def _run_query(self, query: Query) -> list[Hit]:
+    def _run_query(self, query: Query, gens: dict[str, int]) -> list[Hit]:
         encoder = self.encoder
         qvecs = embed_parts(encoder, query.parts)
-        present = self._present()
+        present = self._present(gens)
         targets = [m for m in resolve_targets(query.target, encoder, first_kind(query)) if m in present]
         spaces_for = {m: [m, *(s for s in extra_spaces(m) if s in present)] for m in targets}
         allowed = self._allowed_ids(query, targets)
@@ -441,8 +444,8 @@ class Engine:
             return []
         want = query.offset + query.k
         fetch = max(50, 4 * want)
-        samples = {s: self._sample(s) for spaces in spaces_for.values() for s in spaces}
-        calibration = Calibration(samples, self._text_population(present))
+        samples = {s: self._sample(s, gens) for spaces in spaces_for.values() for s in spaces}
+        calibration = Calibration(samples, self._text_population(present, gens))
         while True:
             cands: set[int] = set()
             for pi, part in enumerate(query.parts):
@@ -513,18 +516,18 @@ class Engine:
             return None
         return self.store.filter_ids(targets, query.path, query.after, query.before)
 
-    def _text_population(self, present: set[str]) -> np.ndarray:
+    def _text_population(self, present: set[str], gens: dict[str, int]) -> np.ndarray:
         """Samples of every text-derived space in the index, plus the reference phrases."""
         if TEXT not in self.encoder.modalities:
             return np.zeros((0, self._dim()), dtype=np.float32)
         if self._reference is None:
             self._reference = self.encoder.encode_text(list(REFERENCE_TEXTS))
         parts = [self._reference]
-        parts += [self._sample(s) for s in sorted(present) if s == TEXT or extra_kind(s)]
+        parts += [self._sample(s, gens) for s in sorted(present) if s == TEXT or extra_kind(s)]
         return np.concatenate([p for p in parts if len(p)])
 
-    def _sample(self, space: str) -> np.ndarray:
-        key = (space, self.store.generation(space))
+    def _sample(self, space: str, gens: dict[str, int]) -> np.ndarray:
+        key = (space, gens.get(space, 0))
         cached = self._samples.get(space)
         if cached is None or cached[0] != key:
             cached = (key, self.store.sample_vectors(space))

@@ -35,6 +35,10 @@ class MediaError(MmsearchError):
     """A file cannot be decoded. Ingest turns this into a skip, never a stopped run."""
 
 
+# The skip reason of a file whose size or mtime moved while it was read (a copy still in progress).
+CHANGED_WHILE_READ = "changed while being read (still being written?): indexed on the next run"
+
+
 class IndexBusyError(MmsearchError):
     """Another process is writing the index (`mmsearch index` holds its lock)."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from mmsearch.audio import audio_exts, file_hash, probe
 from mmsearch.audio_analysis import can_index_audio
 from mmsearch.encoders import AUDIO, IMAGE, TEXT, Encoder
-from mmsearch.errors import MediaError
+from mmsearch.errors import CHANGED_WHILE_READ, MediaError
 from mmsearch.media import (
     DECODE_SIZE,
     TEXT_EXTS,
@@ -108,9 +108,6 @@ class Candidate:
     mtime_ns: int
     caption_path: str | None = None
     caption_sig: str | None = None
-
-
-CHANGED_WHILE_READ = "changed while being read (still being written?): indexed on the next run"
 
 
 def _changed(a: os.stat_result, b: os.stat_result) -> bool:
