@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from bench._report import record
+from bench.bench_index import random_vit
 
 # ViT-B/32 at 224 by hand (multiply-adds): patch conv, 12 x (qkv + out proj + MLP + QK^T and AV), projection.
 VIT_B32_MACS = 768 * 3 * 32 * 32 * 49 + 12 * (4 * 768 * 768 * 50 + 2 * 768 * 3072 * 50 + 2 * 50 * 50 * 768) + 768 * 512
@@ -89,7 +90,6 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="timed matmuls per peak measurement (best)")
     ap.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
-    import open_clip
     import torch
 
     from mmsearch.encoders import load_encoder
@@ -113,9 +113,7 @@ def main() -> None:
     # ConSE's numpy tail (top-K weighted mean of 384-d class vectors) is invisible to the counter: add it.
     builtin_flops = count_flops(lambda t: builtin_vectors(builtin.cnn, t), x[:1]) + 2 * TOP_K * builtin.dim
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "vit-b-32-random.pt"
-        torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), ckpt)
-        clip = load_encoder(f"openclip:ViT-B-32@{ckpt}")
+        clip = load_encoder(random_vit(Path(tmp)))
 
     def clip_vectors(x: Any) -> np.ndarray:  # what OpenClipEncoder.image_features runs after preprocessing
         return l2_normalize(clip.model.encode_image(x).detach().float().numpy())

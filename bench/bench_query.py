@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._report import record
+from bench.bench_serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = (
@@ -93,12 +93,6 @@ def write_index(idx: Path, n: int, enc: object, rng: np.random.Generator) -> flo
         )
     store.close()
     return time.perf_counter() - t
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(ts: list[float]) -> tuple[float, float]:

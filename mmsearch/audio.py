@@ -46,6 +46,11 @@ class AudioInfo:
     channels: int
 
 
+def file_version(st: os.stat_result) -> tuple[int, int]:
+    """(size, mtime_ns): what must not move while a file is read, and what the index remembers of it."""
+    return st.st_size, st.st_mtime_ns
+
+
 def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[str, int, int]:
     """(blake2b content hash, size, mtime_ns) of a file read in chunks: big recordings stay out of memory."""
     h = hashlib.blake2b(digest_size=20)
@@ -59,7 +64,7 @@ def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[str, 
             after = os.fstat(f.fileno())
     except OSError as e:
         raise MediaError(f"cannot read: {e.strerror or e}") from e
-    if (st.st_size, st.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or size != after.st_size:
+    if file_version(st) != file_version(after) or size != after.st_size:
         raise MediaError(CHANGED_WHILE_READ)
     return h.hexdigest(), size, st.st_mtime_ns
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mmsearch.audio import audio_exts, file_hash, probe
+from mmsearch.audio import audio_exts, file_hash, file_version, probe
 from mmsearch.audio_analysis import can_index_audio
 from mmsearch.encoders import AUDIO, IMAGE, TEXT, Encoder
 from mmsearch.errors import CHANGED_WHILE_READ, MediaError
@@ -108,10 +108,6 @@ class Candidate:
     mtime_ns: int
     caption_path: str | None = None
     caption_sig: str | None = None
-
-
-def _changed(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_size, a.st_mtime_ns) != (b.st_size, b.st_mtime_ns)
 
 
 def _sig(st: os.stat_result) -> str:
@@ -317,7 +313,7 @@ class Ingestor:
                 st = os.fstat(f.fileno())
         except OSError as e:
             raise MediaError(f"cannot read: {e.strerror or e}") from e
-        if _changed(before, st) or len(data) != st.st_size:
+        if file_version(before) != file_version(st) or len(data) != st.st_size:
             raise MediaError(CHANGED_WHILE_READ)
         h = content_hash(data)
         item = _Loaded(cand, len(data), st.st_mtime_ns, h)
@@ -494,7 +490,7 @@ class Ingestor:
                         now = os.stat(x.cand.path)
                     except OSError as e:
                         raise MediaError(f"cannot read: {e.strerror or e}") from e
-                    if (now.st_size, now.st_mtime_ns) != (x.size, x.mtime_ns):
+                    if file_version(now) != (x.size, x.mtime_ns):
                         raise MediaError(CHANGED_WHILE_READ)
                 except MediaError as e:
                     self._skip(x.cand.path, str(e))
