@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mmsearch.errors import MmsearchError
 
@@ -29,13 +31,29 @@ IndexOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
 
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts colour and cursor
+# sequences, BEL rings, a newline splits a "one-line" message) and bidirectional overrides that make a
+# file name read backwards. A file name is a stranger's text: they are shown as escapes.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print to a terminal: control characters as ``\\xNN`` / ``\\uNNNN`` escapes."""
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group())
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _CONTROLS.sub(esc, text)
+
+
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn library errors into `Error: <one line>` on stderr and exit code 1; Ctrl-C into 130."""
     try:
         yield
     except MmsearchError as e:
-        err_console.print(f"[red]Error:[/red] {_one_line(str(e))}", soft_wrap=True)
+        err_console.print("[red]Error:[/red] " + escape(shown(_one_line(str(e)))), soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("Interrupted: the work committed so far is kept.")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, err_console, print_json
+from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, err_console, print_json, shown
 
 # Exit status of a run that finished but skipped files (0: everything indexed; 1: an error stopped it).
 SKIPPED_EXIT = 3
@@ -103,7 +103,9 @@ def index(
 
         def skip(path: str, reason: str) -> None:
             if not quiet:
-                progress.console.print(f"skipping {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+                progress.console.print(
+                    f"skipping {shown(path)}: {shown(reason)}", markup=False, highlight=False, soft_wrap=True
+                )
 
         def start(total: int) -> None:
             progress.update(task, description="embedding", total=total, completed=0)

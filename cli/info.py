@@ -13,7 +13,7 @@ def info(index_dir: IndexOption = None, json_out: JsonOption = False) -> None:
 
     with cli_errors():
         with Engine.open(index_dir) as engine:
-            data = engine.info()
+            data = engine.info(check=True)
         if json_out:
             print_json(data.as_dict())
             return

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, print_json
+from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, print_json, shown
 
 
 def query(
@@ -69,7 +72,18 @@ def query(
     ] = False,
     index_dir: IndexOption = None,
     json_out: JsonOption = False,
-    paths_only: Annotated[bool, typer.Option("--paths-only", help="One path per line, for piping.")] = False,
+    paths_only: Annotated[
+        bool,
+        typer.Option("--paths-only", help="One path per line, for piping (control characters in names shown escaped)."),
+    ] = False,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            "-0",
+            help="Paths exactly as they are, each ended by a NUL byte (for xargs -0; names with newlines).",
+        ),
+    ] = False,
 ) -> None:
     """Search the index with words, example images and example sounds, fused into one ranking.
 
@@ -119,9 +133,15 @@ def query(
         if json_out:
             print_json([h.as_dict() for h in hits])
             return
+        if null:
+            out = sys.stdout.buffer
+            for h in hits:
+                out.write(os.fsencode(h.path) + b"\0")
+            out.flush()
+            return
         if paths_only:
             for h in hits:
-                typer.echo(h.path)
+                typer.echo(shown(h.path))
             return
         if not hits:
             console.print("No results: the index has no items of that kind (see `mmsearch info`).")
@@ -145,7 +165,7 @@ def query(
             row = [str(h.rank), f"{h.score:.3f}"]
             if len(table.columns) == 5:
                 row.append(h.modality)
-            table.add_row(*row, h.path, about)
+            table.add_row(*row, escape(shown(h.path)), escape(shown(about)))
         console.print(table)
         if explain:
             _print_explain(hits)
@@ -176,13 +196,14 @@ def _print_explain(hits: list) -> None:  # type: ignore[type-arg]
     from rich.table import Table
 
     for h in hits:
-        table = Table(title=f"#{h.rank} {h.path}  score {h.score:.3f}", box=None, pad_edge=False, title_justify="left")
+        title = f"#{h.rank} {escape(shown(h.path))}  score {h.score:.3f}"
+        table = Table(title=title, box=None, pad_edge=False, title_justify="left")
         for col in ("part", "vector", "similarity", "z", "weight", "contribution"):
             table.add_column(col, justify="left" if col in ("part", "vector") else "right")
         for part in h.explain or []:
             for v in part["vectors"]:
                 table.add_row(
-                    part["part"],
+                    escape(shown(part["part"])),
                     v["space"],
                     f"{v['similarity']:.3f}",
                     f"{v['z']:+.2f}",

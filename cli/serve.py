@@ -24,8 +24,28 @@ def serve(
         ),
     ] = None,
     allow_url_fetch: Annotated[
-        bool, typer.Option("--allow-url-fetch", help="Let /knn-service fetch image_url (makes the server fetch URLs).")
+        bool,
+        typer.Option(
+            "--allow-url-fetch",
+            help="Let /knn-service fetch image_url (public addresses only; 20 MB, 10 s at most).",
+        ),
     ] = False,
+    allow_private_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private-urls",
+            help="With --allow-url-fetch: also fetch from loopback and private networks (a trusted LAN only).",
+        ),
+    ] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another host name clients may use in the Host header (repeatable). By default a loopback "
+            "server answers only to localhost/127.0.0.1/::1 (stops DNS rebinding).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the index over HTTP: a search page, a JSON API, and the APIs other tools already speak.
 
@@ -39,14 +59,34 @@ def serve(
       [bold]mmsearch serve --index ~/idx --port 9000 --token s3cret[/bold]
     """
     with cli_errors():
+        import os
+
         import uvicorn
 
-        from mmsearch.server import create_app
+        from mmsearch.errors import MmsearchError
+        from mmsearch.server import create_app, server_config
+
+        if token is None and os.environ.get("MMSEARCH_TOKEN") is not None:
+            token = os.environ["MMSEARCH_TOKEN"]  # set but empty: refused below, never "no auth" in silence
+        if token is not None and not token.strip():
+            raise MmsearchError("the token is empty (--token or MMSEARCH_TOKEN): give a real one, or none at all")
 
         with err_console.status("loading the index and model"):
-            app = create_app(index_dir, token=token, allow_url_fetch=allow_url_fetch)
+            app = create_app(
+                index_dir,
+                token=token,
+                allow_url_fetch=allow_url_fetch,
+                host=host,
+                allowed_hosts=allow_host or (),
+                allow_private_urls=allow_private_urls,
+            )
         err_console.print(f"mmsearch serving {app.state.engine.dir} on http://{host}:{port}  (Ctrl-C stops)")
+        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            err_console.print(
+                "[yellow]Warning:[/yellow] no --token, and listening beyond this machine: anyone who "
+                "can reach the port can search and read the indexed files"
+            )
         try:
-            uvicorn.run(app, host=host, port=port, log_level="warning")
+            uvicorn.Server(server_config(app, host, port)).run()
         finally:
             app.state.engine.close()

@@ -7,16 +7,16 @@ recording never sits in memory and a cut rarely falls inside a word.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from mmsearch.errors import CHANGED_WHILE_READ, MediaError
+from mmsearch.errors import MediaError
+from mmsearch.files import open_regular
 
 # soundfile reads these (libsndfile >= 1.1 has MP3); PyAV, when installed, reads the rest
 SOUNDFILE_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"})
@@ -46,27 +46,20 @@ class AudioInfo:
     channels: int
 
 
-def file_version(st: os.stat_result) -> tuple[int, int]:
-    """(size, mtime_ns): what must not move while a file is read, and what the index remembers of it."""
-    return st.st_size, st.st_mtime_ns
+# A file to read: a path the user named, or a file already opened (and checked) by mmsearch.files.
+Source = str | os.PathLike[str] | BinaryIO
 
 
-def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[str, int, int]:
-    """(blake2b content hash, size, mtime_ns) of a file read in chunks: big recordings stay out of memory."""
-    h = hashlib.blake2b(digest_size=20)
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            size = 0
-            while block := f.read(chunk):
-                h.update(block)
-                size += len(block)
-            after = os.fstat(f.fileno())
-    except OSError as e:
-        raise MediaError(f"cannot read: {e.strerror or e}") from e
-    if file_version(st) != file_version(after) or size != after.st_size:
-        raise MediaError(CHANGED_WHILE_READ)
-    return h.hexdigest(), size, st.st_mtime_ns
+@contextlib.contextmanager
+def opened(source: Source) -> Iterator[BinaryIO]:
+    """``source`` as a binary file at its start: an open file is rewound (and left open), a path is opened
+    with :func:`mmsearch.files.open_regular` (never blocking on a pipe) and closed after."""
+    if isinstance(source, str | os.PathLike):
+        with open_regular(source, follow_symlinks=True) as f:
+            yield f
+    else:
+        source.seek(0)
+        yield source
 
 
 # Signatures of common files that are not audio, checked before any decoder sees the bytes
@@ -82,17 +75,17 @@ _NOT_AUDIO = (
 )
 
 
-def sniff(path: str | os.PathLike[str]) -> None:
+def sniff(source: Source) -> None:
     """Refuse files whose first bytes show they are something else than audio.
 
     Raises:
         MediaError: empty, unreadable, or recognisably not audio (an image, a document, text).
     """
-    try:
-        with open(path, "rb") as f:
+    with opened(source) as f:
+        try:
             head = f.read(512)
-    except OSError as e:
-        raise MediaError(f"cannot read: {e.strerror or e}") from e
+        except OSError as e:
+            raise MediaError(f"cannot read: {e.strerror or e}") from e
     if not head:
         raise MediaError("empty file")
     for magic, what in _NOT_AUDIO:
@@ -111,7 +104,7 @@ def _sf_error(e: Exception) -> MediaError:
     return MediaError(f"not a readable audio file ({msg})")
 
 
-def probe(path: str | os.PathLike[str]) -> AudioInfo:
+def probe(source: Source) -> AudioInfo:
     """Duration, sample rate and channels, read from the header.
 
     Raises:
@@ -119,22 +112,23 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     """
     import soundfile as sf
 
-    p = Path(path)
-    sniff(p)
-    try:
-        info = sf.info(str(p))
-        return AudioInfo(float(info.frames) / info.samplerate, int(info.samplerate), int(info.channels))
-    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
-        if not av_available():
-            raise _sf_error(e) from e
-    return _av_probe(p)
+    sniff(source)
+    with opened(source) as f:
+        try:
+            info = sf.info(f)
+            return AudioInfo(float(info.frames) / info.samplerate, int(info.samplerate), int(info.channels))
+        except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
+            if not av_available():
+                raise _sf_error(e) from e
+        f.seek(0)
+        return _av_probe(f)
 
 
-def _av_probe(path: Path) -> AudioInfo:
+def _av_probe(f: BinaryIO) -> AudioInfo:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(f, mode="r") as container:
             if not container.streams.audio:
                 raise MediaError("no audio stream")
             stream = container.streams.audio[0]
@@ -151,7 +145,7 @@ def _av_probe(path: Path) -> AudioInfo:
         raise MediaError(f"not a readable audio file ({_av_reason(e)})") from e
 
 
-def stream(path: str | os.PathLike[str], samplerate: int, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def stream(source: Source, samplerate: int, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Mono float32 blocks of the file at ``samplerate``; memory stays at a few blocks.
 
     Raises:
@@ -159,41 +153,42 @@ def stream(path: str | os.PathLike[str], samplerate: int, block_seconds: float =
     """
     import soundfile as sf
 
-    try:
-        f = sf.SoundFile(str(path))
-    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
-        if not av_available():
-            raise _sf_error(e) from e
-        yield from _av_stream(Path(path), samplerate, block_seconds)
-        return
-    import soxr
-
-    with f:
-        resampler = (
-            soxr.ResampleStream(f.samplerate, samplerate, 1, dtype="float32") if f.samplerate != samplerate else None
-        )
+    with opened(source) as f:
         try:
-            for block in f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype="float32", always_2d=True):
-                mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
-                out = resampler.resample_chunk(mono) if resampler is not None else mono
-                if out.size:
-                    yield out
-        except (RuntimeError, sf.LibsndfileError, ValueError) as e:
-            raise MediaError(f"broken audio ({e})") from e
-        if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if tail.size:
-                yield tail
+            sfile = sf.SoundFile(f)
+        except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
+            if not av_available():
+                raise _sf_error(e) from e
+            f.seek(0)
+            yield from _av_stream(f, samplerate, block_seconds)
+            return
+        import soxr
+
+        with sfile:
+            rate = sfile.samplerate
+            resampler = soxr.ResampleStream(rate, samplerate, 1, dtype="float32") if rate != samplerate else None
+            try:
+                for block in sfile.blocks(blocksize=max(1, int(block_seconds * rate)), dtype="float32", always_2d=True):
+                    mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
+                    out = resampler.resample_chunk(mono) if resampler is not None else mono
+                    if out.size:
+                        yield out
+            except (RuntimeError, sf.LibsndfileError, ValueError) as e:
+                raise MediaError(f"broken audio ({e})") from e
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                if tail.size:
+                    yield tail
 
 
-def _av_stream(path: Path, samplerate: int, block_seconds: float) -> Iterator[np.ndarray]:
+def _av_stream(f: BinaryIO, samplerate: int, block_seconds: float) -> Iterator[np.ndarray]:
     import av
 
     pending: list[np.ndarray] = []
     have = 0
     want = int(block_seconds * samplerate)
     try:
-        with av.open(str(path)) as container:
+        with av.open(f, mode="r") as container:
             if not container.streams.audio:
                 raise MediaError("no audio stream")
             resampler: Any = av.AudioResampler(format="flt", layout="mono", rate=samplerate)
@@ -235,7 +230,7 @@ def _quietest_cut(buf: np.ndarray, end: int, search: int, frame: int) -> int:
 
 
 def windows(
-    path: str | os.PathLike[str],
+    source: Source,
     samplerate: int,
     window_seconds: float = WINDOW_SECONDS,
 ) -> Iterator[tuple[float, np.ndarray]]:
@@ -245,7 +240,7 @@ def windows(
     frame = max(1, samplerate // 20)  # 50 ms
     buf = np.zeros(0, dtype=np.float32)
     offset = 0  # samples already yielded
-    for block in stream(path, samplerate):
+    for block in stream(source, samplerate):
         buf = np.concatenate([buf, block]) if buf.size else block
         while buf.size >= size + search:
             cut = _quietest_cut(buf, size, search, frame)
@@ -261,12 +256,12 @@ def windows(
         yield offset / samplerate, buf
 
 
-def load_audio(path: str | os.PathLike[str], samplerate: int, max_seconds: float | None = None) -> np.ndarray:
+def load_audio(source: Source, samplerate: int, max_seconds: float | None = None) -> np.ndarray:
     """A whole (short) file as one mono array, or its first ``max_seconds``."""
     parts: list[np.ndarray] = []
     have = 0
     limit = None if max_seconds is None else int(max_seconds * samplerate)
-    for block in stream(path, samplerate):
+    for block in stream(source, samplerate):
         parts.append(block)
         have += block.size
         if limit is not None and have >= limit:

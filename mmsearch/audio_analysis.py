@@ -10,14 +10,13 @@ and a sound query or a trained sound head finds recordings that sound alike.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-from mmsearch.audio import windows
+from mmsearch.audio import Source, windows
 from mmsearch.encoders import AUDIO, TEXT, Encoder, l2_normalize
 from mmsearch.errors import MediaError, ModelError
 
@@ -70,12 +69,13 @@ def _pool(segments: list[Segment], kind: str) -> np.ndarray | None:
 
 
 def analyze(
-    path: str | os.PathLike[str],
+    source: Source,
     encoder: Encoder,
     transcribe: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
+    max_seconds: float | None = None,
 ) -> AudioAnalysis:
-    """Embed one audio file.
+    """Embed one audio file (or its first ``max_seconds``: a query clip one hour long must not hold the engine).
 
     Raises:
         MediaError: unreadable, empty, or nothing the model can embed (no speech and no sound tower).
@@ -90,9 +90,13 @@ def analyze(
     transcriber = get_transcriber() if speech else None
     segments: list[Segment] = []
     total = 0
-    for start, samples in windows(path, rate):
+    for start, samples in windows(source, rate):
         if should_stop():
             raise KeyboardInterrupt
+        if max_seconds is not None:
+            if start >= max_seconds:
+                break
+            samples = samples[: int((max_seconds - start) * rate)]
         total += samples.size
         end = start + samples.size / rate
         if transcriber is not None:

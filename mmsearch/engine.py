@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -64,6 +63,7 @@ class IndexInfo:
 # While an index run writes, FAISS files are saved at least this often (seconds), so that queries
 # in other processes load them instead of rebuilding from SQLite.
 SAVE_EVERY_S = 30.0
+MAX_EMBED_CHARS = 100_000  # one text to embed (models read a few hundred tokens of it)
 
 
 class Engine:
@@ -196,8 +196,8 @@ class Engine:
             gen = self.store.generation(space)
             if path.exists():
                 try:
-                    vi, saved_gen = VectorIndex.load(path, self._recipes)
-                    if saved_gen != gen or vi.dim != self._dim():
+                    vi, saved_gen = VectorIndex.load(path, self._recipes, space)
+                    if saved_gen != gen or not self._agrees(space, vi):
                         vi = None
                 except MmsearchError:
                     vi = None
@@ -207,6 +207,17 @@ class Engine:
         self._spaces[space] = vi
         self._gen[space] = gen
         return vi
+
+    def _agrees(self, space: str, vi: VectorIndex) -> bool:
+        """Whether a loaded FAISS file holds what SQLite holds: dimension, count, and 8 vectors spread over
+        the ids, each found as itself (a file copied from another space, or zeroed, fails this)."""
+        if vi.dim != self._dim() or vi.ntotal != self.store.count(space):
+            return False
+        span = self.store.id_range(space)
+        if span is None:
+            return vi.ntotal == 0
+        probes = np.linspace(span[0], span[1], num=8).astype(np.int64)
+        return vi.holds(self.store.vectors_near_ids(space, probes.tolist()))
 
     def _refresh(self) -> dict[str, int]:
         """Drop loaded FAISS indexes that another process's commits made stale (call in a snapshot).
@@ -265,8 +276,10 @@ class Engine:
     def save(self) -> None:
         """Write changed FAISS indexes (atomically); switch recipe when the size crossed a threshold.
 
-        Outside an index run (a query rebuilt a stale file) this is best-effort: it is skipped while a
-        run holds the index, and when the folder cannot be written (a read-only index still answers).
+        Outside an index run (a query rebuilt a stale file) this is best-effort: the files are written
+        aside first, then, under the short save lock taken without waiting, put in place only if they
+        still reflect the latest commit; a reader never touches the writer's lock, so an `index` starting
+        meanwhile is never refused. A folder that cannot be written (a read-only index) is left alone.
 
         Raises:
             StoreWriteError: an index run could not write a file (disk full, read-only folder).
@@ -274,28 +287,31 @@ class Engine:
         if not self._dirty:
             return
         self._last_save = time.monotonic()
-        if self._writing:
-            self._save_dirty()
-            return
-        from mmsearch.lock import IndexLock
+        from mmsearch.lock import SaveLock
 
+        pending = []
         try:
-            with IndexLock(self.dir), self.store.snapshot():
-                self._dirty = {s for s in self._dirty if self._gen.get(s) == self.store.generation(s)}
-                self._save_dirty()
+            for space in sorted(self._dirty):
+                vi = self._spaces[space]
+                if vi.recipe.name != self._recipe_for(vi.ntotal).name:
+                    with self.store.snapshot():
+                        rebuilt = self._rebuild(space)
+                    if rebuilt.recipe.name != vi.recipe.name:
+                        vi = self._spaces[space] = rebuilt
+                pending.append((space, vi.write_temp(self.dir / f"{space}.faiss", self._gen[space], space)))
+            with SaveLock(self.dir, blocking=self._writing):
+                for space, p in pending:
+                    if self._writing or self._gen.get(space) == self.store.generation(space):
+                        p.commit()
+                    else:
+                        p.discard()  # another process committed since: its run saves the newer file
+                    self._dirty.discard(space)
         except MmsearchError:
+            for _, p in pending:
+                p.discard()
+            if self._writing:
+                raise
             self._dirty.clear()
-
-    def _save_dirty(self) -> None:
-        for space in sorted(self._dirty):
-            vi = self._spaces[space]
-            if vi.recipe.name != self._recipe_for(vi.ntotal).name:
-                with self.store.snapshot():
-                    rebuilt = self._rebuild(space)
-                if rebuilt.recipe.name != vi.recipe.name:
-                    vi = self._spaces[space] = rebuilt
-            vi.save(self.dir / f"{space}.faiss", self._gen[space])
-            self._dirty.discard(space)
 
     def vector_ids(self, space: str) -> np.ndarray:
         """Every id in the FAISS index of ``space`` (for consistency checks)."""
@@ -331,6 +347,7 @@ class Engine:
         with IndexLock(self.dir, wait):
             self._writing = True
             try:
+                self.store.check()  # a damaged database must not pass a run as a success
                 with self.store.snapshot():
                     self._refresh()  # another run may have written since this engine loaded its indexes
                 return self._index(paths, batch_size, workers, include_hidden, follow_symlinks, hooks, ocr)
@@ -550,8 +567,12 @@ class Engine:
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts into the index's space: float32 ``[n, dim]``, L2-normalised."""
+        from mmsearch.querylang import check_text
+
         if TEXT not in self.encoder.modalities:
             raise ModelError(f"model {self.model_name} cannot embed text")
+        for t in texts:
+            check_text(t, "text", MAX_EMBED_CHARS)
         return self.encoder.encode_text(list(texts))
 
     def embed_audio(self, paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
@@ -562,7 +583,9 @@ class Engine:
             raise ModelError(f"model {self.model_name} cannot embed audio")
         if not paths:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        return np.stack([analyze(p, self.encoder).vector for p in paths])
+        from mmsearch.query import MAX_QUERY_AUDIO_SECONDS
+
+        return np.stack([analyze(p, self.encoder, max_seconds=MAX_QUERY_AUDIO_SECONDS).vector for p in paths])
 
     def embed_image(self, images: Sequence[str | os.PathLike[str] | Image.Image]) -> np.ndarray:
         """Embed images (paths or PIL images) into the index's space."""
@@ -572,15 +595,25 @@ class Engine:
         return self.encoder.encode_image(pics)
 
     # -- info ---------------------------------------------------------------------------------
-    def info(self) -> IndexInfo:
+    def info(self, check: bool = False) -> IndexInfo:
+        """What the index holds.
+
+        Args:
+            check: First read every page of the database (SQLite's quick_check, ~0.6 s per GB), so a
+                damaged one is an error rather than a partial answer. `mmsearch info` does.
+
+        Raises:
+            IndexCorruptError: the database is damaged.
+        """
+        if check:
+            self.store.check()
         size = sum(f.stat().st_size for f in self.dir.iterdir() if f.is_file())
+        from mmsearch.vector_index import read_sidecar
+
         recipes = {}
         for space in self.store.spaces():
-            side = self.dir / f"{space}.faiss.json"
-            try:
-                recipes[space] = json.loads(side.read_text())["recipe"]
-            except (OSError, ValueError, KeyError):
-                recipes[space] = "(rebuilt on next use)"
+            meta = read_sidecar(self.dir / f"{space}.faiss")
+            recipes[space] = meta["recipe"] if meta and meta["space"] == space else "(rebuilt on next use)"
         return IndexInfo(
             path=str(self.dir),
             model=self.store.get_meta("model"),

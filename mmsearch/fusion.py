@@ -31,7 +31,7 @@ import numpy as np
 
 from mmsearch.encoders import AUDIO, IMAGE, TEXT
 from mmsearch.errors import QueryError
-from mmsearch.querylang import parse
+from mmsearch.querylang import MAX_QUERY_CHARS, MAX_WEIGHT, MIN_WEIGHT, check_text, parse
 
 FUSIONS = ("sum", "rrf", "max")
 VECTOR = "vector"  # a part given as a vector in the index's space (clip-retrieval's embedding_input)
@@ -39,6 +39,8 @@ VECTOR = "vector"  # a part given as a vector in the index's space (clip-retriev
 EXTRA_WEIGHTS = {"caption": 1.0, "ocr": 1.0, "name": 0.5}
 RRF_K = 60
 MAX_RESULTS = 10_000  # offset + k
+MAX_PARTS = 32  # text terms, images, sounds and vectors together
+MAX_PATTERN_CHARS = 4096  # a --path glob (SQLite refuses very long GLOB patterns with "pattern too complex")
 DEDUPE_SIMILARITY = 0.985  # own vectors at least this similar (or identical bytes) count as one item
 
 
@@ -109,11 +111,19 @@ class Query:
             raise QueryError(f"offset + k must be at most {MAX_RESULTS}")
         if self.fusion not in FUSIONS:
             raise QueryError(f"unknown fusion {self.fusion!r}: choose one of {', '.join(FUSIONS)}")
+        if len(self.parts) > MAX_PARTS:
+            raise QueryError(f"too many query parts ({len(self.parts)}; at most {MAX_PARTS})")
         for p in self.parts:
             if p.kind not in (TEXT, IMAGE, AUDIO, VECTOR):
                 raise QueryError(f"unknown query part kind {p.kind!r}")
-            if not (p.weight > 0 and np.isfinite(p.weight)):
-                raise QueryError(f"weights must be positive numbers, got {p.weight}")
+            if not (np.isfinite(p.weight) and MIN_WEIGHT <= p.weight <= MAX_WEIGHT):
+                raise QueryError(f"weights must be numbers from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}, got {p.weight}")
+            if p.kind == TEXT:
+                if not isinstance(p.value, str) or not p.value.strip():
+                    raise QueryError("a text part needs text")
+                check_text(p.value, "query text", MAX_QUERY_CHARS)
+        if self.path is not None:
+            check_text(self.path, "the --path pattern", MAX_PATTERN_CHARS)
 
 
 def parse_date(value: str) -> float:

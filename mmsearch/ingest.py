@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from mmsearch.audio import audio_exts, file_hash, file_version, probe
+from mmsearch import files
+from mmsearch.audio import audio_exts, probe
 from mmsearch.audio_analysis import can_index_audio
 from mmsearch.encoders import AUDIO, IMAGE, TEXT, Encoder
 from mmsearch.errors import CHANGED_WHILE_READ, MediaError
+from mmsearch.files import clamp_int64, file_version, hash_stream, prefix_hash, printable_path, under
 from mmsearch.media import (
     DECODE_SIZE,
+    MAX_IMAGE_BYTES,
+    MAX_TEXT_BYTES,
     TEXT_EXTS,
-    content_hash,
+    check_image,
     decode_image,
     decode_text,
     excerpt,
@@ -105,17 +111,18 @@ class Candidate:
     path: str
     modality: str
     size: int
-    mtime_ns: int
+    mtime_ns: int  # clamped to 64 bits (files.file_version)
     caption_path: str | None = None
     caption_sig: str | None = None
+    inode: int | None = None
 
 
 def _sig(st: os.stat_result) -> str:
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    size, mtime_ns = file_version(st)
+    return f"{size}:{mtime_ns}"
 
 
-def _printable(path: str) -> str:
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+_printable = printable_path
 
 
 @dataclass
@@ -175,11 +182,21 @@ def walk(
                 result.ignored[modality] = result.ignored.get(modality, 0) + 1
                 continue
             cap = captions.get(n)
+            size, mtime_ns = file_version(st)
             result.candidates.append(
                 Candidate(
-                    path, modality, st.st_size, st.st_mtime_ns, cap[0] if cap else None, _sig(cap[1]) if cap else None
+                    path,
+                    modality,
+                    size,
+                    mtime_ns,
+                    cap[0] if cap else None,
+                    _sig(cap[1]) if cap else None,
+                    clamp_int64(st.st_ino),
                 )
             )
+
+    def classify_or_dir(entry: os.DirEntry[str]) -> bool:
+        return classify(entry.name) is not None or entry.is_dir(follow_symlinks=True)
 
     def valid_name(path: str) -> bool:
         try:
@@ -187,6 +204,18 @@ def walk(
         except UnicodeEncodeError:
             skip(_printable(path), "file name is not valid UTF-8")
             return False
+        return True
+
+    real_roots = [os.path.realpath(str(r)) for r in roots]
+
+    def outside(entry: os.DirEntry[str]) -> bool:
+        """A followed link whose target is not inside an indexed root (``notes.txt -> /etc/passwd``)."""
+        if not entry.is_symlink():
+            return False
+        real = os.path.realpath(entry.path)
+        if under(real, real_roots):
+            return False
+        skip(_printable(entry.path), f"symbolic link leads outside the indexed folders (to {_printable(real)})")
         return True
 
     stack: list[str] = []
@@ -230,6 +259,8 @@ def walk(
             try:
                 if entry.is_symlink() and not follow_symlinks:
                     continue
+                if follow_symlinks and classify_or_dir(entry) and outside(entry):
+                    continue
                 if entry.is_dir(follow_symlinks=follow_symlinks):
                     stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=follow_symlinks):
@@ -260,10 +291,49 @@ class _Loaded:
     fresh: bool = False  # embedded in this run (not reused)
     ocr_text: str | None = None
     taken_at: float | None = None
+    inode: int | None = None
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+_under = under
+
+
+class _Workers:
+    """Decode threads that never keep the process alive.
+
+    A ``ThreadPoolExecutor``'s threads are joined at interpreter exit, so one worker stuck in a read
+    (a network share that stopped answering) would keep a Ctrl-C'd run from ending. These are daemon
+    threads: an interrupted run cancels what has not started and leaves without waiting.
+    """
+
+    def __init__(self, n: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._jobs.put((fut, fn, args))
+        return fut
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fut, fn, args = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # handed to whoever waits on the future
+                fut.set_exception(e)
+
+    def shutdown(self, wait: bool) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
 
 
 class Ingestor:
@@ -293,6 +363,8 @@ class Ingestor:
         self.hooks = hooks or IngestHooks()
         self.report = IngestReport()
         self._run_vectors: dict[tuple[str, str], Reusable] = {}
+        self._real_roots: list[str] | None = None
+        self._stop = threading.Event()
         # Decode pictures only as large as the model looks at (JPEG DCT scaling makes a 12 MP photo
         # ~4x cheaper at 1/8 than at 1/4); OCR needs more pixels to read text.
         model_side = int(getattr(encoder, "image_size", DECODE_SIZE))
@@ -303,71 +375,96 @@ class Ingestor:
         self.hooks.skip(path, reason)
 
     # -- per-file work in worker threads -----------------------------------------------------
+    def _open(self, path: str) -> Any:
+        """A file of the tree, opened so that no swap since the walk can make the read block or leave it."""
+        return files.open_regular(path, follow_symlinks=self.follow_symlinks, roots=self._real_roots)
+
     def _load(self, cand: Candidate) -> _Loaded:
+        if self._stop.is_set():
+            raise MediaError("interrupted")
         if cand.modality == AUDIO:
             return self._load_audio(cand)
-        try:
-            with open(cand.path, "rb") as f:
-                before = os.fstat(f.fileno())
-                data = f.read()
-                st = os.fstat(f.fileno())
-        except OSError as e:
-            raise MediaError(f"cannot read: {e.strerror or e}") from e
-        if file_version(before) != file_version(st) or len(data) != st.st_size:
-            raise MediaError(CHANGED_WHILE_READ)
-        h = content_hash(data)
-        item = _Loaded(cand, len(data), st.st_mtime_ns, h)
-        self._read_caption(item)
-        reused = self._run_vectors.get((h, cand.modality)) or self.store.vector_for_hash(h, cand.modality)
-        if cand.modality == IMAGE:
-            if reused is None:
-                decoded = decode_image(data, size=self.decode_size)
-                item.payload, item.width, item.height = decoded.image, decoded.width, decoded.height
-                item.taken_at = decoded.taken_at
-            else:  # same bytes, so the same upright size, date and text as when they were decoded
-                item.width, item.height = reused.width, reused.height
-                item.taken_at, item.ocr_text = reused.taken_at, reused.ocr_text
-            if self.ocr and item.ocr_text is None:
-                from mmsearch.ocr import read_text
+        with self._open(cand.path) as f:
+            before = os.fstat(f.fileno())
+            size = before.st_size
+            if cand.modality == IMAGE:
+                if size > MAX_IMAGE_BYTES:
+                    raise MediaError(f"too large for a picture ({size >> 20} MiB, limit {MAX_IMAGE_BYTES >> 20} MiB)")
+                if size == 0:
+                    raise MediaError("empty file")
+                check_image(f)  # by its header: not a picture, or too many pixels, is refused before hashing
+                h, read = hash_stream(f, size)
+                data = b""
+            else:
+                data = f.read(MAX_TEXT_BYTES)  # a note is embedded by its first MiB: the rest is never read
+                h, read = prefix_hash(data, size), size
+            st = os.fstat(f.fileno())
+            if file_version(before) != file_version(st) or read != st.st_size:
+                raise MediaError(CHANGED_WHILE_READ)
+            item = _Loaded(cand, size, file_version(st)[1], h, inode=clamp_int64(st.st_ino))
+            self._read_caption(item)
+            reused = self._run_vectors.get((h, cand.modality)) or self.store.vector_for_hash(h, cand.modality)
+            if cand.modality == IMAGE:
+                if reused is None:
+                    f.seek(0)
+                    decoded = decode_image(f, size=self.decode_size)
+                    item.payload, item.width, item.height = decoded.image, decoded.width, decoded.height
+                    item.taken_at = decoded.taken_at
+                else:  # same bytes, so the same upright size, date and text as when they were decoded
+                    item.width, item.height = reused.width, reused.height
+                    item.taken_at, item.ocr_text = reused.taken_at, reused.ocr_text
+                if self.ocr and item.ocr_text is None:
+                    from mmsearch.ocr import read_text
 
-                picture = item.payload if item.payload is not None else decode_image(data).image
-                item.ocr_text = read_text(picture)
-        else:
-            text = decode_text(data)
-            item.excerpt = excerpt(text)
-            if reused is None:
-                item.payload = text
+                    f.seek(0)
+                    picture = item.payload if item.payload is not None else decode_image(f).image
+                    item.ocr_text = read_text(picture)
+                if file_version(os.fstat(f.fileno())) != file_version(st):
+                    raise MediaError(CHANGED_WHILE_READ)
+            else:
+                text = decode_text(data)
+                item.excerpt = excerpt(text)
+                if reused is None:
+                    item.payload = text
         item.vector = None if reused is None else reused.vector
         return item
 
     def _read_caption(self, item: _Loaded) -> None:
         if item.cand.caption_path:
             try:
-                with open(item.cand.caption_path, "rb") as f:
-                    item.caption = decode_text(f.read())
+                with self._open(item.cand.caption_path) as f:
+                    item.caption = decode_text(f.read(MAX_TEXT_BYTES))
             except (OSError, MediaError):
                 item.caption = None
 
     def _load_audio(self, cand: Candidate) -> _Loaded:
         """Hash in chunks (recordings can be GBs) and check the header; the analysis runs in _flush."""
-        h, size, mtime_ns = file_hash(cand.path)
-        if size == 0:
-            raise MediaError("empty file")
-        item = _Loaded(cand, size, mtime_ns, h)
-        self._read_caption(item)
-        reused = self.store.vector_for_hash(h, AUDIO)
-        if reused is not None:
-            item.vector, item.duration, item.excerpt = reused.vector, reused.duration, reused.excerpt
-            item.segments = reused.segments
-        else:
-            probe(cand.path)  # unreadable files fail here, in a worker, not in the main thread
-            item.payload = cand.path
+        with self._open(cand.path) as f:
+            before = os.fstat(f.fileno())
+            h, size = hash_stream(f, before.st_size)
+            st = os.fstat(f.fileno())
+            if file_version(before) != file_version(st) or size != st.st_size:
+                raise MediaError(CHANGED_WHILE_READ)
+            if size == 0:
+                raise MediaError("empty file")
+            item = _Loaded(cand, size, file_version(st)[1], h, inode=clamp_int64(st.st_ino))
+            self._read_caption(item)
+            reused = self.store.vector_for_hash(h, AUDIO)
+            if reused is not None:
+                item.vector, item.duration, item.excerpt = reused.vector, reused.duration, reused.excerpt
+                item.segments = reused.segments
+            else:
+                probe(f)  # unreadable files fail here, in a worker, not in the main thread
+                item.payload = cand.path
         return item
 
     # -- main thread --------------------------------------------------------------------------
     def run(self, roots: Sequence[Path]) -> IngestReport:
         t0 = time.perf_counter()
         root_strs = [str(r) for r in roots]
+        # every read must stay inside these (a file given by name: its folder, where its caption lies)
+        real = [os.path.realpath(r) for r in root_strs]
+        self._real_roots = [r if os.path.isdir(r) else os.path.dirname(r) for r in real]
         found = walk(roots, indexable_modalities(self.encoder), self._skip, self.include_hidden, self.follow_symlinks)
         self.report.ignored = found.ignored
         known = self.store.known_files()
@@ -378,6 +475,7 @@ class Ingestor:
         seen = {c.path for c in found.candidates}
         todo: list[Candidate] = []
         replace: dict[str, KnownFile] = {}
+        learn_inodes: dict[int, int] = {}
         for cand in found.candidates:
             k = known.get(cand.path)
             if (
@@ -385,10 +483,13 @@ class Ingestor:
                 and k.modality == cand.modality
                 and k.size == cand.size
                 and k.mtime_ns == cand.mtime_ns
+                and k.inode in (None, cand.inode)  # another file moved in with the same size and mtime
                 and k.caption_sig == cand.caption_sig
                 and not (stale and cand.modality in (IMAGE, AUDIO))
             ):
                 self.report.unchanged += 1
+                if k.inode is None and cand.inode is not None:
+                    learn_inodes[k.id] = cand.inode  # indexed before inodes were kept
                 continue
             if k is not None:
                 replace[cand.path] = k
@@ -398,6 +499,8 @@ class Ingestor:
             for p, k in known.items()
             if p not in seen and _under(p, root_strs) and not _under(p, found.unreadable_dirs)
         ]
+        if learn_inodes:
+            self.store.set_inodes(learn_inodes)
         self.hooks.start(len(todo))
         failed: list[int] = []
         try:
@@ -420,19 +523,20 @@ class Ingestor:
     def _process(self, todo: list[Candidate], replace: dict[str, KnownFile], failed: list[int]) -> None:
         pending: dict[str, list[_Loaded]] = {IMAGE: [], TEXT: [], AUDIO: []}
         window = max(2 * self.batch_size, 2 * self.workers)
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mmsearch-decode")
-        queue: deque[tuple[Candidate, Future[_Loaded]]] = deque()
+        pool = _Workers(self.workers, "mmsearch-decode")
+        inflight: deque[tuple[Candidate, Future[_Loaded]]] = deque()
         it: Iterator[Candidate] = iter(todo)
+        finished = False
         try:
             while True:
-                while len(queue) < window:
+                while len(inflight) < window:
                     cand = next(it, None)
                     if cand is None:
                         break
-                    queue.append((cand, pool.submit(self._load, cand)))
-                if not queue:
+                    inflight.append((cand, pool.submit(self._load, cand)))
+                if not inflight:
                     break
-                cand, fut = queue.popleft()
+                cand, fut = inflight.popleft()
                 try:
                     loaded = fut.result()
                 except MediaError as e:
@@ -453,8 +557,14 @@ class Ingestor:
                 if batch:
                     self._flush(batch, replace, failed)
                     batch.clear()
+            finished = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # interrupted (Ctrl-C, a write error): what has not started never will, and a worker stuck in a
+            # read does not hold the run; the batches committed so far stay
+            self._stop.set()
+            for _, f in inflight:
+                f.cancel()
+            pool.shutdown(wait=finished)
 
     def _extra_vectors(self, batch: list[_Loaded]) -> list[dict[str, np.ndarray]]:
         """Text vectors an image or sound owns besides its own: caption, file-name words, OCR text."""
@@ -485,13 +595,13 @@ class Ingestor:
         for x in batch:
             if x.vector is None:
                 try:
-                    result = analyze(x.payload, self.encoder)
-                    try:
-                        now = os.stat(x.cand.path)
-                    except OSError as e:
-                        raise MediaError(f"cannot read: {e.strerror or e}") from e
-                    if file_version(now) != (x.size, x.mtime_ns):
-                        raise MediaError(CHANGED_WHILE_READ)
+                    with self._open(x.cand.path) as f:  # the file hashed in the worker, still unchanged
+                        st = os.fstat(f.fileno())
+                        if file_version(st) != (x.size, x.mtime_ns) or clamp_int64(st.st_ino) != x.inode:
+                            raise MediaError(CHANGED_WHILE_READ)
+                        result = analyze(f, self.encoder)
+                        if file_version(os.fstat(f.fileno())) != (x.size, x.mtime_ns):
+                            raise MediaError(CHANGED_WHILE_READ)
                 except MediaError as e:
                     self._skip(x.cand.path, str(e))
                     if x.cand.path in replace:
@@ -529,6 +639,7 @@ class Ingestor:
                 size=x.size,
                 mtime_ns=x.mtime_ns,
                 content_hash=x.content_hash,
+                inode=x.inode,
                 vector=x.vector,  # type: ignore[arg-type]
                 width=x.width,
                 height=x.height,

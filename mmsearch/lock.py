@@ -15,6 +15,7 @@ from types import TracebackType
 from mmsearch.errors import IndexBusyError, StoreWriteError
 
 FILENAME = "index.lock"
+SAVE_FILENAME = "save.lock"
 
 
 class IndexLock:
@@ -63,6 +64,44 @@ class IndexLock:
             import fcntl
 
             os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class SaveLock:
+    """The short lock around replacing FAISS files (``INDEX_DIR/save.lock``).
+
+    The writer takes it for each save; a reader that rebuilt a stale file takes it without blocking, or
+    skips saving. Readers never touch ``index.lock``, so they never make an `index` run refuse to start.
+    """
+
+    def __init__(self, index_dir: Path, blocking: bool = True) -> None:
+        self.path = index_dir / SAVE_FILENAME
+        self.blocking = blocking
+        self._fd: int | None = None
+
+    def __enter__(self) -> SaveLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreWriteError(f"cannot write index {self.path.parent}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise IndexBusyError(f"another process is saving {self.path.parent}") from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            import fcntl
+
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

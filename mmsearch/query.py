@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mmsearch.store.models import Item
 
 TARGETS = (IMAGE, TEXT, AUDIO, "any")
+MAX_QUERY_AUDIO_SECONDS = 60.0  # a query sound is heard this far (an hour-long clip took 20 s of the engine)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def embed_query(
         if not can_index_audio(encoder):
             raise QueryError(f"model {encoder.name} cannot embed an audio query")
         try:
-            parts.append(analyze(audio, encoder).vector[None])
+            parts.append(analyze(audio, encoder, max_seconds=MAX_QUERY_AUDIO_SECONDS).vector[None])
         except (MediaError, OSError) as e:
             raise QueryError(f"cannot use {audio} as a query sound: {e}") from e
     if not parts:

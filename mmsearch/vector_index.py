@@ -11,8 +11,9 @@ import contextlib
 import json
 import math
 import os
+import threading
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -218,46 +219,138 @@ class VectorIndex:
         D, I = self.index.search(q, min(k, ids.size), params=params)  # noqa: E741
         return D, I
 
-    # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: Path, generation: int) -> None:
-        """Write ``path`` and ``path.json`` atomically (temp file + ``os.replace``).
+    # -- checks --------------------------------------------------------------------------------
+    def holds(self, samples: Sequence[tuple[int, np.ndarray]], tolerance: float = 0.02) -> bool:
+        """Whether each (id, vector) of ``samples`` (read from SQLite) is in this index as that vector.
 
-        The JSON sidecar is replaced last and names the store generation the index reflects; if a
-        crash falls between the two replacements, the generations disagree and the index is rebuilt.
+        A FAISS file is a cache that anyone can overwrite (another space's file copied over it, zeroed
+        bytes): the generation in its sidecar is not proof. Flat indexes reconstruct each id; IVF ones are
+        searched with each vector restricted to its own id (only ``nprobe`` cells are scanned), which
+        must score the vector's own norm (within ``tolerance`` for quantised codes).
         """
         import faiss
 
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        side = path.with_name(path.name + ".json")
-        tmp_side = side.with_name(side.name + f".tmp{os.getpid()}")
-        meta = {"generation": generation, "recipe": self.recipe.name, "dim": self.dim, "ntotal": self.ntotal}
-        try:
-            faiss.write_index(self.index, str(tmp))
-            _fsync(tmp)
-            os.replace(tmp, path)
-            tmp_side.write_text(json.dumps(meta))
-            _fsync(tmp_side)
-            os.replace(tmp_side, side)
-        except (OSError, RuntimeError) as e:  # FAISS reports a failed write as RuntimeError
-            for leftover in (tmp, tmp_side):
-                with contextlib.suppress(OSError):
-                    leftover.unlink(missing_ok=True)
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
-            raise StoreWriteError(f"cannot write vector index {path}: {reason}") from e
+        if not samples:
+            return True
+        ids = np.asarray([i for i, _ in samples], dtype=np.int64)
+        vecs = _as_matrix(np.stack([v for _, v in samples]), self.dim)
+        if not self.recipe.is_ivf:
+            try:
+                got = np.stack([self.index.reconstruct(int(i)) for i in ids])
+            except RuntimeError:  # an id the index does not hold
+                return False
+            return bool(np.allclose(got, vecs, atol=1e-5))
+        params: Any = faiss.SearchParametersIVF()
+        params.nprobe = int(self.recipe.params.get("nprobe", 16))
+        for i, v in zip(ids, vecs, strict=True):
+            one = np.array([i], dtype=np.int64)
+            params.sel = faiss.IDSelectorBatch(1, faiss.swig_ptr(one))
+            D, I = self.index.search(v[None], 1, params=params)  # noqa: E741
+            if int(I[0, 0]) != int(i) or abs(float(D[0, 0]) - float(v @ v)) > tolerance:
+                return False
+        return True
 
-    @classmethod
-    def load(cls, path: Path, recipes: dict[str, Recipe]) -> tuple[VectorIndex, int]:
-        """(index, the generation it reflects). Raises IndexCorruptError when unreadable."""
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: Path, generation: int, space: str) -> None:
+        """Write ``path`` and ``path.json`` atomically (temp files + ``os.replace``)."""
+        self.write_temp(path, generation, space).commit()
+
+    def write_temp(self, path: Path, generation: int, space: str) -> PendingSave:
+        """Write the index and its sidecar to temp files beside ``path`` (fsynced); nothing is replaced yet.
+
+        The slow part of a save, done before any lock is taken; :meth:`PendingSave.commit` then renames.
+
+        Raises:
+            StoreWriteError: the folder cannot be written (disk full, read-only).
+        """
         import faiss
 
+        tag = f".tmp{os.getpid()}-{threading.get_ident()}"
         side = path.with_name(path.name + ".json")
+        pending = PendingSave(path.with_name(path.name + tag), side.with_name(side.name + tag), path, side)
+        meta = {
+            "space": space,
+            "generation": generation,
+            "recipe": self.recipe.name,
+            "dim": self.dim,
+            "ntotal": self.ntotal,
+        }
         try:
-            meta = json.loads(side.read_text())
+            faiss.write_index(self.index, str(pending.tmp))
+            _fsync(pending.tmp)
+            pending.tmp_side.write_text(json.dumps(meta))
+            _fsync(pending.tmp_side)
+        except (OSError, RuntimeError) as e:  # FAISS reports a failed write as RuntimeError
+            pending.discard()
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+            raise StoreWriteError(f"cannot write vector index {path}: {reason}") from e
+        return pending
+
+    @classmethod
+    def load(cls, path: Path, recipes: dict[str, Recipe], space: str) -> tuple[VectorIndex, int]:
+        """(index, the generation it reflects).
+
+        Raises:
+            IndexCorruptError: the file or its sidecar is unreadable, or they disagree with each other or
+                with ``space`` (a sidecar holding ``null``, another space's file, another dimension).
+        """
+        import faiss
+
+        meta = read_sidecar(path)
+        if meta is None or meta["space"] != space or meta["recipe"] not in recipes:
+            raise IndexCorruptError(f"vector index {path}: its sidecar is missing, damaged or not for {space!r}")
+        try:
             index = faiss.read_index(str(path))
-            recipe = recipes[meta["recipe"]]
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise IndexCorruptError(f"cannot read vector index {path}: {e}") from e
-        return cls(int(meta["dim"]), recipe, index), int(meta["generation"])
+        except RuntimeError as e:
+            raise IndexCorruptError(f"cannot read vector index {path}: {str(e).strip().splitlines()[0]}") from e
+        if int(index.d) != meta["dim"] or int(index.ntotal) != meta["ntotal"]:
+            raise IndexCorruptError(f"vector index {path} does not match its sidecar")
+        return cls(meta["dim"], recipes[meta["recipe"]], index), meta["generation"]
+
+
+@dataclass
+class PendingSave:
+    """A FAISS file and its sidecar written to temp files, waiting to replace the real ones."""
+
+    tmp: Path
+    tmp_side: Path
+    path: Path
+    side: Path
+
+    def commit(self) -> None:
+        """Rename both into place, the sidecar last: a crash between the two leaves a sidecar whose
+        generation or count disagrees, and the file is rebuilt.
+
+        Raises:
+            StoreWriteError: a rename failed.
+        """
+        try:
+            os.replace(self.tmp, self.path)
+            os.replace(self.tmp_side, self.side)
+        except OSError as e:
+            self.discard()
+            raise StoreWriteError(f"cannot write vector index {self.path}: {e.strerror or e}") from e
+
+    def discard(self) -> None:
+        for leftover in (self.tmp, self.tmp_side):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The JSON beside a FAISS file, checked field by field; None when absent or damaged in any way."""
+    try:
+        meta = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    ints = ("generation", "dim", "ntotal")
+    if not all(isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] >= 0 for k in ints):
+        return None
+    if not isinstance(meta.get("recipe"), str) or not isinstance(meta.get("space"), str):
+        return None
+    return meta
 
 
 def _fsync(path: Path) -> None:

@@ -64,7 +64,7 @@ def check_whole(idx: Path, lib: Path) -> dict[str, int]:
         assert orphans == 0 and missing == 0
         recipes = load_recipes()
         for space in store.spaces():
-            vi, generation = VectorIndex.load(idx / f"{space}.faiss", recipes)
+            vi, generation = VectorIndex.load(idx / f"{space}.faiss", recipes, space)
             assert generation == store.generation(space), space  # the cache reflects the last commit
             np.testing.assert_array_equal(np.sort(vi.ids()), store.ids(space))
         return {"items": len(known)}

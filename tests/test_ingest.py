@@ -279,16 +279,21 @@ def test_hidden_files_skipped_unless_asked(tmp_path: Path) -> None:
 def test_symlink_loops_do_not_hang_and_links_are_not_followed_by_default(tmp_path: Path) -> None:
     root = tmp_path / "lib"
     solid(root / "sub" / "a.jpg", "red")
+    solid(root / "other" / "b.jpg", "green")
     outside = solid(tmp_path / "outside" / "o.jpg", "blue")
     os.symlink(root, root / "sub" / "loop")
     os.symlink(outside, root / "link-out.jpg")
+    os.symlink(root / "other" / "b.jpg", root / "link-in.jpg")
     os.symlink(tmp_path / "missing.jpg", root / "dangling.jpg")
     with Engine.open(tmp_path / "idx", model="fake", create=True) as eng:
         eng.index([root])
-        assert paths_in(eng) == {"a.jpg"}
+        assert paths_in(eng) == {"a.jpg", "b.jpg"}
         report = eng.index([root], follow_symlinks=True)
-        assert paths_in(eng) == {"a.jpg", "link-out.jpg"}
-        assert [Path(p).name for p, _ in report.skipped] == ["dangling.jpg"]
+        # followed links stay inside the indexed folders (issue 14): the link out is reported, not read
+        assert paths_in(eng) == {"a.jpg", "b.jpg", "link-in.jpg"}
+        reasons = {Path(p).name: r for p, r in report.skipped}
+        assert set(reasons) == {"dangling.jpg", "link-out.jpg"}
+        assert "outside the indexed folders" in reasons["link-out.jpg"]
 
 
 def test_exif_rotated_photo_is_embedded_upright(tmp_path: Path) -> None:
@@ -361,21 +366,21 @@ PALETTE_RGB = {"red": (220, 20, 20), "blue": (20, 40, 220)}
 
 
 def test_unreadable_file_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tests run as root, where chmod 000 does not stop reads: make open() refuse one file instead.
-    import builtins
-
-    import mmsearch.ingest
+    # Tests run as root, where chmod 000 does not stop reads: make opening refuse one file instead.
+    import mmsearch.files
+    from mmsearch.errors import MediaError
 
     root = tmp_path / "lib"
     locked = solid(root / "locked.jpg", "red")
     solid(root / "open.jpg", "blue")
+    real_open = mmsearch.files.open_regular
 
     def guarded_open(file, *args, **kwargs):
         if str(file) == str(locked):
-            raise PermissionError(13, "Permission denied", str(file))
-        return builtins.open(file, *args, **kwargs)
+            raise MediaError("cannot read: Permission denied")
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(mmsearch.ingest, "open", guarded_open, raising=False)
+    monkeypatch.setattr(mmsearch.files, "open_regular", guarded_open)
     with Engine.open(tmp_path / "idx", model="fake", create=True) as eng:
         report = eng.index([root])
         assert report.skipped == [(str(locked), "cannot read: Permission denied")]

@@ -25,9 +25,11 @@ from hostile import Expect, make_corpus
 from PIL import Image
 from typer.testing import CliRunner
 
+import mmsearch.files
 import mmsearch.ingest
 from mmsearch import Engine
 from mmsearch.cli import app
+from mmsearch.errors import MediaError
 
 runner = CliRunner()
 FAKE_CLI = [sys.executable, str(Path(__file__).parent / "fake_cli.py")]
@@ -50,9 +52,11 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, corpus: Any) -> None:
     sab = corpus.sabotage
     real_walk = mmsearch.ingest.walk
 
+    real_open = mmsearch.files.open_regular
+
     class Growing:
-        def __init__(self, path: str) -> None:
-            self.f = builtins.open(path, "rb")
+        def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+            self.f = real_open(path, *args, **kwargs)
             self.path = path
 
         def __enter__(self) -> Growing:
@@ -64,6 +68,12 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, corpus: Any) -> None:
         def fileno(self) -> int:
             return self.f.fileno()
 
+        def seek(self, *args: int) -> int:
+            return self.f.seek(*args)
+
+        def tell(self) -> int:
+            return self.f.tell()
+
         def read(self, *args: int) -> bytes:
             data = self.f.read(*args)
             with builtins.open(self.path, "ab") as w:  # the camera is still writing it
@@ -72,17 +82,17 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, corpus: Any) -> None:
 
     def guarded_open(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file) == str(sab.unreadable):
-            raise PermissionError(13, "Permission denied", str(file))
+            raise MediaError("cannot read: Permission denied")  # what opening says when chmod binds
         if str(file) == str(sab.changing):
-            return Growing(str(file))
-        return builtins.open(file, *args, **kwargs)
+            return Growing(str(file), *args, **kwargs)
+        return real_open(file, *args, **kwargs)
 
     def walk_then_remove(*args: Any, **kwargs: Any) -> Any:
         found = real_walk(*args, **kwargs)
         shutil.rmtree(sab.vanishing)
         return found
 
-    monkeypatch.setattr(mmsearch.ingest, "open", guarded_open, raising=False)
+    monkeypatch.setattr(mmsearch.files, "open_regular", guarded_open)
     monkeypatch.setattr(mmsearch.ingest, "walk", walk_then_remove)
 
 

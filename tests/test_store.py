@@ -89,12 +89,12 @@ def test_a_schema_1_index_is_migrated_to_the_current_schema(tmp_path: Path) -> N
         )
     engine.dispose()
     store = Store(path)
-    assert store.get_meta("schema_version") == SCHEMA_VERSION == 3
+    assert store.get_meta("schema_version") == SCHEMA_VERSION == 4
     assert list(store.known_files()) == ["/x/a.jpg"]  # nothing lost
     assert store.segments(1) == []  # the new table exists
     with store.engine.begin() as conn:
         cols = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
-    assert {"duration", "ocr_text", "taken_at"} <= cols
+    assert {"duration", "ocr_text", "taken_at", "inode"} <= cols
     store.close()
 
 
@@ -114,7 +114,7 @@ def test_an_old_index_in_a_read_only_folder_is_refused_not_misread(
     engine.dispose()
     # what os.access says of a folder this process may not write (file modes do not bind root)
     monkeypatch.setattr(mmsearch.store.db.os, "access", lambda p, mode: False)
-    with pytest.raises(SchemaError, match="cannot be upgraded to 3 in a read-only folder"):
+    with pytest.raises(SchemaError, match="cannot be upgraded to 4 in a read-only folder"):
         Store(path)
     monkeypatch.undo()
     store = Store(path)  # writable again: migrated

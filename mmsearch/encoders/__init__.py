@@ -6,7 +6,6 @@ this way). Loaded encoders are cached per process, so a server or a test session
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from mmsearch.encoders.base import AUDIO, IMAGE, MODALITIES, TEXT, Encoder, l2_normalize
 from mmsearch.errors import ModelError
+from mmsearch.memory import keep_freed_memory
 
 __all__ = [
     "AUDIO",
@@ -111,32 +111,6 @@ def canonical_name(name: str) -> str:
     if name not in _aliases and _is_model_dir(name):
         return str(Path(name).expanduser().resolve())
     return name
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from handing large freed blocks back to the kernel (once per process, Linux only).
-
-    A CPU forward pass allocates activations of tens of MB per layer; above glibc's mmap threshold
-    (32 MiB at most) each one is a fresh mmap whose pages the kernel faults in and zeroes, then an
-    munmap. Measured on builtin (2 cores, batch 32): half the CPU time was spent in the kernel, and
-    keeping freed blocks in the heap makes the model ~2.8x faster (bench/bench_flops.py). Memory
-    then stays at the peak working set of a batch instead of shrinking between batches.
-    """
-    global _malloc_tuned
-    if _malloc_tuned or not sys.platform.startswith("linux"):
-        return
-    _malloc_tuned = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: heap, not mmap, up to 1 GiB blocks
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, ...): nothing to tune
-
-
-_malloc_tuned = False
 
 
 def load_encoder(name: str) -> Encoder:

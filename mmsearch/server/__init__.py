@@ -1,5 +1,6 @@
 """`mmsearch serve`: the HTTP retrieval backend (FastAPI). See :func:`create_app`."""
 
 from mmsearch.server.app import create_app
+from mmsearch.server.protocol import server_config
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "server_config"]

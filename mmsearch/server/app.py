@@ -7,31 +7,55 @@ there is no path parameter anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import io
 import json
+import logging
 import os
+import re
 import tempfile
 import threading
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from mmsearch.encoders import AUDIO, IMAGE, TEXT, l2_normalize
-from mmsearch.errors import IndexNotFoundError, MediaError, MmsearchError, QueryError
+from mmsearch.errors import IndexNotFoundError, MediaError, MmsearchError
+from mmsearch.files import clamp_int64, file_version, open_regular
 from mmsearch.fusion import MAX_RESULTS, Query, QueryPart
+from mmsearch.server.fetch import FetchError, any_address, public_only
+from mmsearch.server.fetch import fetch as fetch_url
+
+log = logging.getLogger("mmsearch.server")
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # uploaded images and sounds arrive base64 in JSON bodies
 THUMBNAIL_SIZE = 320
 MAX_ID = 2**63 - 1  # SQLite INTEGER
+BODY_TIMEOUT_S = 30.0  # a request body dripping in slower than this is cut off (408)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# What a served file is declared as: never text/html or anything a browser would run.
+MEDIA_TYPES = {
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif",
+    ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff", ".heic": "image/heic", ".heif": "image/heif",
+    ".txt": "text/plain; charset=utf-8", ".md": "text/plain; charset=utf-8",
+    ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg", ".aiff": "audio/aiff", ".aif": "audio/aiff", ".m4a": "audio/mp4", ".aac": "audio/aac",
+    ".wma": "audio/x-ms-wma", ".webm": "audio/webm",
+}  # fmt: skip
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an item id from a search result")]
 
 
@@ -104,10 +128,13 @@ class _Upload:
         return Path(name)
 
     def image(self, data: str) -> Any:
+        return self.image_bytes(_b64(data, "image"))
+
+    def image_bytes(self, raw: bytes) -> Any:
         from mmsearch.media import decode_image
 
         try:
-            return decode_image(_b64(data, "image")).image
+            return decode_image(raw).image
         except MediaError as e:
             raise HTTPException(400, f"image: {e}") from e
 
@@ -136,14 +163,31 @@ def create_app(
     token: str | None = None,
     allow_url_fetch: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
+    *,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    allow_private_urls: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving the index at ``index`` (default: ``$MMSEARCH_INDEX`` or the data dir).
 
+    Args:
+        token: Require ``Authorization: Bearer TOKEN`` (or ``?token=``) on every route, the docs included.
+        allow_url_fetch: Let ``/knn-service`` fetch ``image_url`` (public addresses only, unless
+            ``allow_private_urls``).
+        host: The address the server listens on. Requests must name it (or a loopback name when it is a
+            loopback address) in their ``Host`` header, which stops DNS rebinding; any name is accepted on
+            a wildcard address (``0.0.0.0``) unless ``allowed_hosts`` lists them.
+        allowed_hosts: More host names requests may use.
+
     Raises:
         IndexNotFoundError: no index there.
+        MmsearchError: an empty token (it would let an empty ``?token=`` in).
     """
     from mmsearch.engine import Engine
 
+    if token is not None and not token.strip():
+        raise MmsearchError("the token is empty: give a real one, or none (loopback only) — never an empty string")
+    hosts = _allowed_hosts(host, allowed_hosts)
     engine = Engine.open(index)
     engine.encoder  # noqa: B018 - load the model now: the first request should not pay for it
     lock = threading.RLock()
@@ -155,23 +199,44 @@ def create_app(
         version="0.1.0",
         description="Search photos, notes and recordings by meaning. Native API, clip-retrieval's "
         "`/knn-service`, and OpenAI-style `/v1/embeddings`.",
+        docs_url=None,  # served below, behind the token like every other route
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.engine = engine
+    page_html = resources.files("mmsearch.server").joinpath("static/index.html").read_text(encoding="utf-8")
+    page_csp = _page_csp(page_html)
 
     # -- plumbing ---------------------------------------------------------------------------
     @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
+    async def guard_request(request: Request, call_next: Any) -> Any:
+        if hosts is not None and _host_name(request.headers.get("host", "")) not in hosts:
+            # a page on another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) lands here
+            return _secured(JSONResponse({"detail": "unknown Host header"}, status_code=421))
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413)
-        if request.method in ("POST", "PUT", "PATCH") and length is None:
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_body_bytes:
-                    return JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413)
-            request._body = body  # starlette reads it from here
-        return await call_next(request)
+            return _secured(JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413))
+        if request.method in ("POST", "PUT", "PATCH"):
+            # the body is read here, whole and under a deadline, so a client dripping it never holds a
+            # thread (and chunked bodies meet the same size limit as declared ones)
+            body = bytearray()
+
+            async def read() -> bool:
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > max_body_bytes:
+                        return False
+                return True
+
+            try:
+                if not await asyncio.wait_for(read(), BODY_TIMEOUT_S):
+                    return _secured(
+                        JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413)
+                    )
+            except TimeoutError:
+                return _secured(JSONResponse({"detail": "request body too slow"}, status_code=408))
+            request._body = bytes(body)  # starlette reads it from here
+        return _secured(await call_next(request))
 
     @app.exception_handler(MmsearchError)
     async def mmsearch_error(_request: Request, exc: MmsearchError) -> JSONResponse:
@@ -182,15 +247,32 @@ def create_app(
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": jsonable_errors(exc)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
+
     def auth(request: Request) -> None:
         if token is None:
             return
         header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token")
-        if given != token:
+        given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8")):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(auth)]
+
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=guarded, include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        given = request.query_params.get("token")
+        url = "/openapi.json" + (f"?token={quote(given)}" if given else "")
+        return get_swagger_ui_html(openapi_url=url, title="mmsearch API")
 
     def hit_json(h: Any) -> dict[str, Any]:
         out = h.as_dict()
@@ -291,12 +373,11 @@ def create_app(
         return {"id": item.id, "path": item.path, "modality": item.modality, "metadata": item_metadata(item)}
 
     @app.get("/items/{item_id}/file", dependencies=guarded)
-    def get_file(item_id: ItemId) -> FileResponse:
-        """The indexed file itself (only indexed items can be read, by id)."""
+    def get_file(item_id: ItemId, request: Request) -> Response:
+        """The indexed file itself, if it is still the file that was indexed (HTTP ranges for seeking)."""
         item = item_or_404(item_id)
-        if not os.path.isfile(item.path):
-            raise HTTPException(404, f"item {item_id}'s file is gone: re-run `mmsearch index`")
-        return FileResponse(item.path)
+        f = open_indexed(item)
+        return _file_response(f, item.path, request.headers.get("range"))
 
     @app.get("/items/{item_id}/thumbnail", dependencies=guarded)
     def get_thumbnail(item_id: ItemId) -> Response:
@@ -316,21 +397,23 @@ def create_app(
     @app.post("/knn-service", dependencies=guarded)
     async def knn_service(request: Request) -> JSONResponse:
         """clip-retrieval's search route; the body is JSON whatever the Content-Type says."""
+        raw = await request.body()
         try:
-            body = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"detail": "body is not JSON"}, status_code=400)
+            body = json.loads(raw or b"{}")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return JSONResponse({"detail": "body is not JSON (or nested too deeply)"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)
         try:
-            result = _knn(body, request)
+            # decoding, fetching, the model and FAISS block: never on the event loop (/health must answer)
+            result = await run_in_threadpool(_knn, body, str(request.base_url))
         except HTTPException as e:
             return JSONResponse({"detail": e.detail}, status_code=e.status_code)
-        except QueryError as e:
-            return JSONResponse({"detail": str(e)}, status_code=400)
+        except MmsearchError as e:
+            return JSONResponse({"detail": str(e).splitlines()[0]}, status_code=400)
         return JSONResponse(result)
 
-    def _knn(body: dict[str, Any], request: Request) -> list[dict[str, Any]]:
+    def _knn(body: dict[str, Any], base_url: str) -> list[dict[str, Any]]:
         name = body.get("indice_name")
         if name not in (None, "", index_name, "default"):
             raise HTTPException(404, f"unknown indice_name {name!r}; this backend serves {index_name!r}")
@@ -354,7 +437,14 @@ def create_app(
             if body.get("image_url"):
                 if not allow_url_fetch:
                     raise HTTPException(403, "image_url fetching is off: start the server with --allow-url-fetch")
-                parts.append(QueryPart(IMAGE, uploads.image(base64.b64encode(_fetch(str(body["image_url"]))).decode())))
+                if not isinstance(body["image_url"], str):
+                    raise HTTPException(400, "image_url must be a string")
+                policy = any_address if allow_private_urls else public_only
+                try:
+                    fetched = fetch_url(body["image_url"], allowed=policy)
+                except FetchError as e:
+                    raise HTTPException(e.status, str(e)) from e
+                parts.append(QueryPart(IMAGE, uploads.image_bytes(fetched)))
             if body.get("embedding_input") is not None:
                 vec = (
                     np.asarray(body["embedding_input"], dtype=np.float32)
@@ -370,7 +460,7 @@ def create_app(
             hits = run(q)
         finally:
             uploads.close()
-        base = str(request.base_url).rstrip("/")
+        base = base_url.rstrip("/")
         out = []
         for h in hits:
             row: dict[str, Any] = {
@@ -383,7 +473,7 @@ def create_app(
             if h.modality == IMAGE:
                 try:
                     row["image"] = base64.b64encode(_thumbnail(thumbs, item_or_404(h.id))).decode()
-                except (HTTPException, OSError, MediaError):
+                except (HTTPException, OSError, MmsearchError):
                     pass
             out.append(row)
         return out
@@ -441,8 +531,7 @@ def create_app(
     # -- the page ---------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
-        html = resources.files("mmsearch.server").joinpath("static/index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html)
+        return HTMLResponse(page_html, headers={"Content-Security-Policy": page_csp})
 
     return app
 
@@ -455,45 +544,135 @@ def _is_numbers(x: Any) -> bool:
     return isinstance(x, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
 
 
-def _fetch(url: str, limit: int = 20 * 1024 * 1024) -> bytes:
-    import urllib.request
+def _allowed_hosts(host: str, extra: Sequence[str]) -> set[str] | None:
+    """Host names requests may give; None: any (a wildcard bind with no list)."""
+    names = {_host_name(h) for h in extra}
+    if host in ("0.0.0.0", "::", ""):
+        return names or None
+    names.add(_host_name(host))
+    if _host_name(host) in LOOPBACK_NAMES or host.startswith("127."):
+        names.update(LOOPBACK_NAMES)
+    return names
 
-    if not url.startswith(("http://", "https://")):
-        raise HTTPException(400, "image_url must be http(s)")
+
+def _host_name(header: str) -> str:
+    """``[::1]:8000`` -> ``::1``, ``Example.org:80`` -> ``example.org``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _page_csp(html: str) -> str:
+    """A Content-Security-Policy that lets only the page's own inline script and style run."""
+    hashes = {
+        kind: " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(m.encode()).digest()).decode() + "'"
+            for m in re.findall(rf"<{kind}>(.*?)</{kind}>", html, flags=re.DOTALL)
+        )
+        for kind in ("script", "style")
+    }
+    return (
+        f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; "
+        "img-src 'self' data: blob:; media-src 'self'; connect-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def _secured(response: Any) -> Any:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def open_indexed(item: Any) -> BinaryIO:
+    """An indexed item's file, opened only if it is still the file that was indexed.
+
+    A name swapped for a symbolic link to ``/etc/shadow``, a pipe, or another file since indexing is
+    refused: the opened descriptor must be a regular file with the indexed inode, size and mtime.
+
+    Raises:
+        HTTPException: 404 when it cannot be opened as a regular file, 409 when it changed.
+    """
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - only with --allow-url-fetch
-            data: bytes = r.read(limit + 1)
-    except OSError as e:
-        raise HTTPException(400, f"cannot fetch image_url: {e}") from e
-    if len(data) > limit:
-        raise HTTPException(413, "image_url content too large")
-    return data
+        f = open_regular(item.path, follow_symlinks=item.inode is not None)
+    except MediaError as e:
+        raise HTTPException(404, f"item {item.id}'s file cannot be served ({e}): re-run `mmsearch index`") from e
+    st = os.fstat(f.fileno())
+    same = file_version(st) == (item.size, item.mtime_ns) and item.inode in (None, clamp_int64(st.st_ino))
+    if not same:
+        f.close()
+        raise HTTPException(409, f"item {item.id}'s file changed since it was indexed: re-run `mmsearch index`")
+    return f
+
+
+def _file_response(f: BinaryIO, path: str, range_header: str | None) -> Response:
+    """Stream an open file (one byte range when asked), declared as a type no browser executes."""
+    size = os.fstat(f.fileno()).st_size
+    ext = os.path.splitext(path)[1].lower()
+    media_type = MEDIA_TYPES.get(ext, "application/octet-stream")
+    disposition = "inline" if ext in MEDIA_TYPES else "attachment"
+    name = quote(os.path.basename(path), safe="")
+    headers = {
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{name}",
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=60",
+    }
+    start, end, status = 0, size - 1, 200
+    if range_header:
+        m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", range_header)
+        if m is None or m.group(1) == m.group(2) == "":
+            f.close()
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if m.group(1) == "":  # the last N bytes
+            start = max(0, size - int(m.group(2)))
+        else:
+            start = int(m.group(1))
+            if m.group(2):
+                end = min(end, int(m.group(2)))
+        if start >= size or start > end:
+            f.close()
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+
+    def chunks() -> Iterator[bytes]:
+        with f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0 and (block := f.read(min(256 * 1024, left))):
+                left -= len(block)
+                yield block
+
+    return StreamingResponse(chunks(), status_code=status, media_type=media_type, headers=headers)
 
 
 def _thumbnail(folder: Path, item: Any) -> bytes:
-    """A cached JPEG thumbnail, keyed by item id and file version."""
+    """A cached JPEG thumbnail, keyed by item id and file version (a damaged cache file is made again)."""
     from PIL import Image
 
     from mmsearch.media import decode_image
 
     path = folder / f"{item.id}-{item.size}-{item.mtime_ns}.jpg"
     try:
-        return path.read_bytes()
+        cached = path.read_bytes()
+        if cached.startswith(b"\xff\xd8") and cached.endswith(b"\xff\xd9"):
+            return cached
     except OSError:
         pass
-    try:
-        im = decode_image(Path(item.path).read_bytes(), size=THUMBNAIL_SIZE).image
-    except OSError as e:
-        raise HTTPException(404, f"item {item.id}'s file is gone") from e
-    except MediaError as e:
-        raise HTTPException(404, f"item {item.id}: {e}") from e
+    with open_indexed(item) as f:
+        try:
+            im = decode_image(f, size=THUMBNAIL_SIZE).image
+        except MediaError as e:
+            raise HTTPException(404, f"item {item.id}: {e}") from e
     im.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=85)
     data = buf.getvalue()
     try:
         folder.mkdir(exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError:

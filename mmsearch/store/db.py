@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from mmsearch.errors import IndexCorruptError, SchemaError, StoreWriteError
+from mmsearch.files import clamp_int64
 from mmsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from mmsearch.store.models import Base, Item, Meta, Segment, Vector
 
@@ -32,6 +34,7 @@ class ItemRecord:
     mtime_ns: int
     content_hash: str
     vector: np.ndarray
+    inode: int | None = None
     width: int | None = None
     height: int | None = None
     excerpt: str | None = None
@@ -78,6 +81,7 @@ class KnownFile:
     mtime_ns: int
     content_hash: str
     caption_sig: str | None
+    inode: int | None = None
 
 
 def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
@@ -93,6 +97,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGED = (11, 26)
+
+
+def _damaged_database(path: Path) -> Any:
+    """A ``handle_error`` hook: a damaged database file is an IndexCorruptError (one line, what to do),
+    wherever the damage is met: opening, a query that reads a broken page, a write."""
+
+    def hook(context: Any) -> None:
+        orig = context.original_exception
+        if isinstance(orig, sqlite3.DatabaseError) and getattr(orig, "sqlite_errorcode", None) in _DAMAGED:
+            raise IndexCorruptError(
+                f"cannot read index database {path}: it is damaged ({orig}); move the index folder away and "
+                "run `mmsearch index` again (the files are re-read; nothing of theirs is lost)"
+            ) from orig
+
+    return hook
 
 
 def _sqlite_read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -121,6 +144,7 @@ class Store:
         else:
             self.engine = create_engine(f"sqlite:///{path}")
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "handle_error", _damaged_database(path))
         try:
             self._migrate()
         except DatabaseError as e:
@@ -247,9 +271,59 @@ class Store:
     def known_files(self) -> dict[str, KnownFile]:
         with self._session() as s:
             rows = s.execute(
-                select(Item.path, Item.id, Item.modality, Item.size, Item.mtime_ns, Item.content_hash, Item.caption_sig)
+                select(
+                    Item.path,
+                    Item.id,
+                    Item.modality,
+                    Item.size,
+                    Item.mtime_ns,
+                    Item.content_hash,
+                    Item.caption_sig,
+                    Item.inode,
+                )
             )
             return {r[0]: KnownFile(*r[1:]) for r in rows}
+
+    def check(self) -> None:
+        """SQLite's ``quick_check`` of every page (a damaged file must not pass for a healthy one).
+
+        Raises:
+            IndexCorruptError: the database is damaged.
+        """
+        with self._session() as s:
+            problems = [str(r) for r in s.scalars(text("PRAGMA quick_check(5)")).all()]
+        if problems != ["ok"]:
+            raise IndexCorruptError(
+                f"cannot read index database {self.path}: it is damaged ({problems[0]}); move the index folder "
+                "away and run `mmsearch index` again (the files are re-read; nothing of theirs is lost)"
+            )
+
+    def count(self, space: str) -> int:
+        """How many vectors ``space`` holds (an index range count, not a table scan)."""
+        with self._session() as s:
+            return int(s.scalar(select(func.count()).select_from(Vector).where(Vector.space == space)) or 0)
+
+    def vectors_near_ids(self, space: str, ids: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+        """For each id, the first vector of ``space`` at or after it: a cheap spread sample for checks."""
+        out: dict[int, np.ndarray] = {}
+        with self._session() as s:
+            for i in ids:
+                row = s.execute(
+                    select(Vector.item_id, Vector.data)
+                    .where(Vector.space == space, Vector.item_id >= int(i))
+                    .order_by(Vector.item_id)
+                    .limit(1)
+                ).first()
+                if row is not None:
+                    out[int(row[0])] = np.frombuffer(row[1], dtype=np.float32)
+        return sorted(out.items())
+
+    def id_range(self, space: str) -> tuple[int, int] | None:
+        """(smallest, largest) item id holding a vector in ``space``; None when it holds none."""
+        with self._session() as s:
+            lo = s.scalar(select(func.min(Vector.item_id)).where(Vector.space == space))
+            hi = s.scalar(select(func.max(Vector.item_id)).where(Vector.space == space))
+        return None if lo is None or hi is None else (int(lo), int(hi))
 
     def vector_for_hash(self, content_hash: str, modality: str) -> Reusable | None:
         """The stored vector (and decoded size) of an item with the same content: a duplicate or renamed file."""
@@ -405,6 +479,15 @@ class Store:
             return list(s.scalars(select(Vector.space).distinct()))
 
     # -- writes -------------------------------------------------------------------------------
+    def set_inodes(self, inodes: dict[int, int]) -> None:
+        """Record inodes of unchanged items indexed before inodes were kept (one transaction)."""
+        with self._write() as s:
+            s.execute(
+                update(Item).where(Item.id == bindparam("item_id")).values(inode=bindparam("ino")),
+                [{"item_id": i, "ino": n} for i, n in inodes.items()],
+                execution_options={"synchronize_session": False},
+            )
+
     def write_batch(self, records: Sequence[ItemRecord], replace_ids: dict[str, int]) -> list[int]:
         """Insert new items / overwrite changed ones in one transaction; returns their ids.
 
@@ -418,9 +501,10 @@ class Store:
                 fields = dict(
                     path=rec.path,
                     modality=rec.modality,
-                    size=rec.size,
-                    mtime_ns=rec.mtime_ns,
+                    size=clamp_int64(rec.size),
+                    mtime_ns=clamp_int64(rec.mtime_ns),
                     content_hash=rec.content_hash,
+                    inode=None if rec.inode is None else clamp_int64(rec.inode),
                     width=rec.width,
                     height=rec.height,
                     excerpt=rec.excerpt,

@@ -44,10 +44,19 @@ def m003_item_text(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE items ADD COLUMN {name} {kind}")
 
 
+def m004_inode_space_index(conn: Connection) -> None:
+    """Items remember their inode; vectors get an index by space (per-space counts and scans)."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
+    if "inode" not in columns:
+        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN inode BIGINT")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_vectors_space ON vectors (space, item_id)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_audio", m002_audio),
     ("m003_item_text", m003_item_text),
+    ("m004_inode_space_index", m004_inode_space_index),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,6 +44,8 @@ class Item(Base):
     # text read by OCR: NULL = not read, "" = none found (m003)
     ocr_text: Mapped[str | None] = mapped_column(Text)
     taken_at: Mapped[float | None] = mapped_column(Float)  # EXIF DateTimeOriginal, epoch seconds (m003)
+    # the file's inode when indexed: a file served later must still be this one, not a link swapped in (m004)
+    inode: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Vector(Base):
@@ -55,6 +57,8 @@ class Vector(Base):
     """
 
     __tablename__ = "vectors"
+    # one space's rows in id order, without scanning the others (counts, rebuilds, samples; m004)
+    __table_args__ = (Index("ix_vectors_space", "space", "item_id"),)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     space: Mapped[str] = mapped_column(String(16), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
