@@ -77,10 +77,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from mmsearch.audio import stream
-    from mmsearch.audio_analysis import analyze
     from mmsearch.encoders import load_encoder
     from mmsearch.evaluation import recall_at_k
+    from mmsearch.modalities.audio import analyze
+    from mmsearch.modalities.audio_io import stream
 
     enc = load_encoder("builtin")
     analyze(SPEECH / "dog.ogg", enc)  # load Whisper and SoundNet

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsearch.encoders.base import EncoderBase
 
-class BenchEncoder:
+
+class BenchEncoder(EncoderBase):
     """Text -> a fixed random unit vector per text (the benchmark times search, not the model)."""
 
     modalities = frozenset({"text", "image"})
@@ -32,9 +34,6 @@ class BenchEncoder:
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         out = np.stack([np.random.default_rng(zlib.crc32(t.encode())).standard_normal(self.dim) for t in texts])
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
-
-    def encode_image(self, images: Sequence[object]) -> np.ndarray:
-        raise NotImplementedError
 
 
 def clustered(rng: np.random.Generator, n: int, centres: np.ndarray, noise: float) -> np.ndarray:
@@ -56,7 +55,7 @@ def main() -> None:
 
     from mmsearch import encoders
     from mmsearch.engine import Engine
-    from mmsearch.fusion import Query
+    from mmsearch.search import Query
     from mmsearch.store import ItemRecord
 
     enc = BenchEncoder(args.dim)
@@ -86,15 +85,15 @@ def main() -> None:
         build = time.perf_counter() - t
         with Engine.open(Path(tmp) / "idx") as eng:
             for space in ("image", "image.caption", "image.name"):
-                eng._space(space)  # build the FAISS indexes from SQLite once
-            eng.save()
+                eng.spaces.get(space)  # build the FAISS indexes from SQLite once
+            eng.spaces.save()
             texts = [f"query {i}" for i in range(args.queries)]
             qv = enc.encode_text(texts)
             base, fused, filtered = [], [], []
             eng.search(texts[0])  # warm caches (calibration samples)
             for i, text in enumerate(texts):
                 t = time.perf_counter()
-                _, ids = eng._space("image").search(qv[i : i + 1], 10)
+                _, ids = eng.spaces.search("image", qv[i : i + 1], 10)
                 eng.store.get_items([int(x) for x in ids[0]])
                 base.append(time.perf_counter() - t)
                 t = time.perf_counter()

@@ -135,12 +135,11 @@ def main() -> None:
             written = write_index(idx, n, enc, rng)
             t = time.perf_counter()
             with Engine.open(idx) as eng:
-                eng._space("image")  # built from SQLite with the recipe for n, then saved, as on first use
+                eng.spaces.get("image")  # built from SQLite with the recipe for n, then saved, as on first use
             build_s = time.perf_counter() - t
             cold = wall([*exe, "query", "a dog on the beach", "--index", str(idx), "--json", "-k", "10"], 3, env)
             with Engine.open(idx) as eng:
-                eng._encoder = enc
-                recipe = eng._space("image").recipe.name
+                recipe = eng.spaces.recipe("image")  # the encoder: builtin, already loaded in this process
                 eng.search("warm up")
                 warm, text_only = [], []
                 for q in queries:

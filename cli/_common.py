@@ -74,3 +74,15 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def count(n: int, modality: str) -> str:
+    """``16 pictures``, ``1 note``: a number of items, named as their modality calls them."""
+    from mmsearch.errors import QueryError
+    from mmsearch.modalities import get
+
+    try:
+        one, many = get(modality).label
+    except QueryError:  # a kind no longer registered
+        one, many = modality, modality
+    return f"{n} {one if n == 1 else many}"

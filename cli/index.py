@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, err_console, print_json, shown
+from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, count, err_console, print_json, shown
 
 # Exit status of a run that finished but skipped files (0: everything indexed; 1: an error stopped it).
 SKIPPED_EXIT = 3
@@ -81,7 +82,7 @@ def index(
 
     from mmsearch.engine import Engine
     from mmsearch.errors import MmsearchError
-    from mmsearch.ingest import IngestHooks
+    from mmsearch.ingest import IndexOptions, IngestHooks
 
     with cli_errors():
         missing = [str(p) for p in paths if not p.exists()]
@@ -119,18 +120,11 @@ def index(
         with Engine.open(index_dir, model=model, create=True, recipe=recipe) as engine:
             with err_console.status(f"loading {engine.model_name}"):
                 engine.encoder  # noqa: B018 - load the model first so the bar measures embedding
+            options = IndexOptions(batch_size, workers, hidden, follow_symlinks, ocr, wait)
             with progress:
-                report = engine.index(
-                    paths,
-                    batch_size=batch_size,
-                    workers=workers,
-                    include_hidden=hidden,
-                    follow_symlinks=follow_symlinks,
-                    ocr=ocr,
-                    wait=wait,
-                    hooks=IngestHooks(skip=skip, start=start, advance=advance),
-                )
-            counts = engine.store.counts()
+                report = engine.index(paths, options, hooks=IngestHooks(skip=skip, start=start, advance=advance))
+            counts = engine.info().counts
+            model = engine.model_name
         if json_out:
             print_json({**report.as_dict(), "index": str(engine.dir), "counts": counts})
             if report.skipped:
@@ -142,10 +136,10 @@ def index(
         )
         if report.skipped:
             summary += f"; [yellow]skipped {len(report.skipped)}[/yellow]"
-        console.print(summary)
+        console.print(summary, soft_wrap=True)
         for modality, n in sorted(report.ignored.items()):
-            console.print(f"Ignored {n} {modality} file(s): model {engine.model_name} does not embed {modality}.")
-        totals = ", ".join(f"{n} {m}" for m, n in sorted(counts.items())) or "nothing"
-        console.print(f"Index {engine.dir} now holds {totals}.")
+            console.print(f"Ignored {count(n, modality)}: model {model} does not embed them.", soft_wrap=True)
+        totals = ", ".join(count(n, m) for m, n in sorted(counts.items())) or "nothing"
+        console.print(f"Index {escape(shown(str(engine.dir)))} (model {model}) now holds {totals}.", soft_wrap=True)
         if report.skipped:
             raise typer.Exit(SKIPPED_EXIT)

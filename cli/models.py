@@ -27,8 +27,16 @@ def models(
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for col in ("model", "modalities", "dim", "offline", "notes"):
-            table.add_column(col)
+        # names are never cut (they are for copying): a narrow or absent terminal wraps the notes instead
+        table.add_column("model", no_wrap=True, min_width=max(len(m.name) for m in found))
+        for col in ("modalities", "dim", "offline"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("notes", overflow="fold")
         for m in found:
             table.add_row(m.name, "+".join(m.modalities), str(m.dim or "-"), "yes" if m.offline else "no", m.note)
-        console.print(table)
+        if console.is_terminal:
+            console.print(table)
+        else:  # piped: one model a line, nothing wrapped (a file has no width)
+            from rich.console import Console
+
+            Console(width=1000, highlight=False).print(table)

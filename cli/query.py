@@ -103,8 +103,9 @@ def query(
       [bold]mmsearch query "a dog" --paths-only | xargs open[/bold]
     """
     from mmsearch.engine import Engine
-    from mmsearch.fusion import Query, QueryPart
-    from mmsearch.querylang import parse
+    from mmsearch.modalities import get
+    from mmsearch.search import Query, QueryPart
+    from mmsearch.search.grammar import parse
 
     with cli_errors():
         parts = []
@@ -149,19 +150,20 @@ def query(
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        table.add_column("rank", justify="right")
-        table.add_column("score", justify="right")
+        # rank, score and kind never give way (a narrow terminal folds the path and cuts the about text)
+        table.add_column("rank", justify="right", no_wrap=True, min_width=max(4, len(str(hits[-1].rank))))
+        table.add_column("score", justify="right", no_wrap=True, min_width=6)
         if len({h.modality for h in hits}) > 1:
-            table.add_column("kind")
-        longest = max(len(h.path) for h in hits)
-        table.add_column("path", overflow="fold", min_width=min(longest, max(20, console.width - 40)))
-        table.add_column("about", overflow="ellipsis", no_wrap=True, max_width=72)
+            table.add_column("kind", no_wrap=True, min_width=max(len(h.modality) for h in hits))
+        # the path gets what it needs (folded past that), the about text what is left (cut with an ellipsis)
+        fixed = sum(c.min_width or 0 for c in table.columns) + 2 * len(table.columns)
+        longest = max(len(shown(h.path)) for h in hits)
+        path_width = min(longest, max(20, console.width - fixed - 24))
+        about_width = max(10, min(72, console.width - fixed - path_width - 2))
+        table.add_column("path", overflow="fold", min_width=path_width, max_width=path_width)
+        table.add_column("about", overflow="ellipsis", no_wrap=True, max_width=about_width)
         for h in hits:
-            about = h.metadata.get("caption") or h.metadata.get("excerpt") or ""
-            if "width" in h.metadata and not about:
-                about = f"{h.metadata['width']}x{h.metadata['height']}"
-            if "duration" in h.metadata:
-                about = _audio_about(h.metadata)
+            about = get(h.modality).about(h.metadata)
             row = [str(h.rank), f"{h.score:.3f}"]
             if len(table.columns) == 5:
                 row.append(h.modality)
@@ -171,33 +173,13 @@ def query(
             _print_explain(hits)
 
 
-def clock(seconds: float) -> str:
-    """1:02:03 / 2:03 style time."""
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def _audio_about(meta: dict[str, object]) -> str:
-    """`[2:31] at 1:05 "the budget was moved..."` — duration, where it matches, the words said there."""
-    out = f"[{clock(float(meta['duration']))}]"  # type: ignore[arg-type]
-    match = meta.get("match")
-    if isinstance(match, dict):
-        out += f" at {clock(float(match['start']))}"
-        if match.get("text"):
-            out += f' "{match["text"]}"'
-        else:
-            out += " (sound)"
-    return out
-
-
 def _print_explain(hits: list) -> None:  # type: ignore[type-arg]
     from rich.table import Table
 
     for h in hits:
-        title = f"#{h.rank} {escape(shown(h.path))}  score {h.score:.3f}"
-        table = Table(title=title, box=None, pad_edge=False, title_justify="left")
+        # the header on a line of its own: as a table title it wrapped to the table's width
+        console.print(f"#{h.rank} {escape(shown(h.path))}  score {h.score:.3f}", soft_wrap=True)
+        table = Table(box=None, pad_edge=False)
         for col in ("part", "vector", "similarity", "z", "weight", "contribution"):
             table.add_column(col, justify="left" if col in ("part", "vector") else "right")
         for part in h.explain or []:

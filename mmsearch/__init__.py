@@ -11,30 +11,26 @@ from typing import TYPE_CHECKING, Any
 from mmsearch.errors import MmsearchError
 
 __version__ = "0.1.0"
-__all__ = ["Engine", "Hit", "IngestReport", "MmsearchError", "Query", "QueryPart", "__version__"]
+__all__ = ["Engine", "Hit", "IndexOptions", "IngestReport", "MmsearchError", "Query", "QueryPart", "__version__"]
 
 if TYPE_CHECKING:
     from mmsearch.engine import Engine
-    from mmsearch.fusion import Query, QueryPart
-    from mmsearch.ingest import IngestReport
-    from mmsearch.query import Hit
+    from mmsearch.ingest import IndexOptions, IngestReport
+    from mmsearch.search import Hit, Query, QueryPart
+
+_LAZY = {
+    "Engine": "mmsearch.engine",
+    "Query": "mmsearch.search",
+    "QueryPart": "mmsearch.search",
+    "Hit": "mmsearch.search",
+    "IngestReport": "mmsearch.ingest",
+    "IndexOptions": "mmsearch.ingest",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Engine":
-        from mmsearch.engine import Engine
+    if name in _LAZY:
+        import importlib
 
-        return Engine
-    if name in ("Query", "QueryPart"):
-        from mmsearch import fusion
-
-        return getattr(fusion, name)
-    if name == "Hit":
-        from mmsearch.query import Hit
-
-        return Hit
-    if name == "IngestReport":
-        from mmsearch.ingest import IngestReport
-
-        return IngestReport
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mmsearch' has no attribute {name!r}")

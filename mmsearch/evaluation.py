@@ -17,7 +17,7 @@ import numpy as np
 
 from mmsearch.encoders import AUDIO, IMAGE, Encoder
 from mmsearch.errors import MediaError, MmsearchError
-from mmsearch.media import decode_image, image_exts
+from mmsearch.modalities.image import load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -74,15 +74,13 @@ def load_pairs(path: str | os.PathLike[str], path_key: str = "filepath", caption
 
 
 def item_modality(item: str) -> str:
-    """``image`` or ``audio`` by file extension; anything else is an error naming the file."""
-    from mmsearch.audio import audio_exts
+    """``image`` or ``audio``, by the modality that claims the file; anything else is an error naming it."""
+    from mmsearch.modalities import for_path
 
-    ext = os.path.splitext(item)[1].lower()
-    if ext in image_exts():
-        return IMAGE
-    if ext in audio_exts():
-        return AUDIO
-    raise MmsearchError(f"cannot use {item}: only image and audio items are supported")
+    found = for_path(item)
+    if found is None or found.name not in (IMAGE, AUDIO):
+        raise MmsearchError(f"cannot use {item}: only image and audio items are supported")
+    return found.name
 
 
 def pairs_modality(pairs: Pairs) -> str:
@@ -95,7 +93,7 @@ def pairs_modality(pairs: Pairs) -> str:
 
 def embed_audio_items(encoder: Encoder, items: Sequence[str], purpose: str = "evaluate") -> np.ndarray:
     """Each audio file's item vector, exactly as `mmsearch index` computes it."""
-    from mmsearch.audio_analysis import analyze
+    from mmsearch.modalities.audio import analyze
 
     out = []
     for item in items:
@@ -111,7 +109,7 @@ def load_item_images(items: Sequence[str], purpose: str = "evaluate") -> list[Im
     images = []
     for item in items:
         try:
-            images.append(decode_image(Path(item).read_bytes()).image)
+            images.append(load_image(item))
         except (OSError, MediaError) as e:
             raise MmsearchError(f"cannot {purpose} {item}: {e}") from e
     return images
@@ -142,7 +140,7 @@ def evaluate(
     advance: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Any]:
     """Embed the pairs with ``encoder`` and report recall; the `mmsearch eval --json` shape."""
-    from mmsearch.audio_analysis import can_index_audio
+    from mmsearch.modalities.audio import can_index_audio
 
     modality = pairs_modality(pairs)
     if modality == IMAGE and IMAGE not in encoder.modalities:

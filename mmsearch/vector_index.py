@@ -13,7 +13,7 @@ import math
 import os
 import threading
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -80,6 +80,17 @@ def choose_recipe(n: int, recipes: dict[str, Recipe] | None = None) -> Recipe:
         if r.min_items <= n < r.max_items:
             return r
     return max(recipes.values(), key=lambda r: r.min_items)
+
+
+def training_sample(
+    recipe: Recipe, ids: np.ndarray, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+) -> np.ndarray:
+    """The vectors an IVF recipe trains its cells on: ``train_per_list`` per cell, drawn at random (seeded)
+    from ``ids``, read from ``chunks()`` (``(ids, vectors)`` in id order) without holding the rest."""
+    n = len(ids)
+    want = min(n, recipe.nlist(n) * int(recipe.params.get("train_per_list", 64)))
+    keep = np.sort(np.random.default_rng(0).choice(ids, size=want, replace=False))
+    return np.concatenate([v[np.isin(i, keep)] for i, v in chunks()])
 
 
 def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mmsearch import encoders
 from mmsearch.encoders import IMAGE, TEXT, l2_normalize
+from mmsearch.errors import ModelError
 
 # Colour words the fake encoder understands; an image "means" the colours it is made of.
 PALETTE = {
@@ -37,6 +38,10 @@ class FakeEncoder:
 
     modalities = frozenset({TEXT, IMAGE})
     dim = DIM
+    image_size = 512  # it averages whatever it gets; decoded at the default size
+    audio_sample_rate = None  # no sound tower
+    feature_dims: dict[str, int] = {}  # nothing to train
+    unfreezable = 0
 
     def __init__(self, name: str = "fake", fingerprint: str = "fake-v1") -> None:
         self.name = name
@@ -53,6 +58,9 @@ class FakeEncoder:
                 else:
                     out[row, 6 + zlib.crc32(word.encode()) % (DIM - 6)] += 0.3
         return l2_normalize(out + 1e-3)
+
+    def encode_audio(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        raise ModelError(f"model {self.name} has no sound tower")
 
     def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray:
         self.calls["image"] += len(images)

@@ -17,8 +17,8 @@ from real_photos import sources
 from synthetic_sounds import write_split
 from typer.testing import CliRunner
 
-from mmsearch.audio import probe, stream, windows
 from mmsearch.cli import app
+from mmsearch.modalities.audio_io import probe, stream, windows
 
 runner = CliRunner()
 DATA = Path(__file__).parent / "data"
@@ -156,7 +156,7 @@ def test_audio_queries_reach_notes_images_and_recordings(media: tuple[Path, Path
     assert Path(hits[0]["path"]).name == "weather.ogg" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     # the human table shows duration, time and words
     out = runner.invoke(app, ["query", "storm warning", "-t", "audio", "--index", str(index), "-k", "1"])
-    assert out.exit_code == 0 and "weather.ogg" in out.stdout and "[0:04] at 0:00" in out.stdout
+    assert out.exit_code == 0 and "weather.ogg" in out.stdout and "[4.5s] at 0.0s" in out.stdout
 
 
 def test_bad_audio_files_are_skipped_one_line_each(tmp_path: Path) -> None:
@@ -200,8 +200,8 @@ def test_bad_audio_files_are_skipped_one_line_each(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_30_minute_recording_indexes_in_bounded_memory_and_hits_say_when(tmp_path: Path) -> None:
-    from mmsearch.audio_analysis import analyze
     from mmsearch.encoders import load_encoder
+    from mmsearch.modalities.audio import analyze
 
     rate, minutes = 16000, 30
     said = {250.0: "garden", 1055.0: "budget", 1562.0: "server"}
@@ -238,7 +238,7 @@ def test_a_30_minute_recording_indexes_in_bounded_memory_and_hits_say_when(tmp_p
 
 
 def test_unchanged_and_duplicate_recordings_are_not_analysed_again(tmp_path: Path, monkeypatch) -> None:
-    import mmsearch.audio_analysis as aa
+    import mmsearch.modalities.audio as aa
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -32,9 +32,12 @@ def test_command_has_help_and_is_in_the_readme(command: str) -> None:
     assert re.search(rf"mmsearch {command}\b", README), f"README does not show `mmsearch {command}`"
 
 
-def test_readme_test_command_is_what_ci_runs() -> None:
+def test_readme_set_up_and_test_command_are_what_ci_runs() -> None:
+    """CI runs the README's blocks themselves (found by their markers), so they cannot drift apart."""
     ci = (ROOT / ".ci" / "run").read_text()
-    block = re.search(r"<!-- test-command -->\s*```(?:sh|bash)?\n(.+?)```", README, re.S)
-    assert block, "README must mark its test command with <!-- test-command -->"
-    for line in block.group(1).strip().splitlines():
-        assert line.strip() in ci, f"`{line.strip()}` from README is not in .ci/run"
+    for marker in ("setup-command", "test-command"):
+        block = re.search(rf"<!-- {marker} -->\s*```(?:sh|bash)?\n(.+?)```", README, re.S)
+        assert block and block.group(1).strip(), f"README must mark a block with <!-- {marker} -->"
+        assert f"block {marker}" in ci, f".ci/run does not run the README's {marker} block"
+    setup = re.search(r"<!-- setup-command -->\s*```(?:sh|bash)?\n(.+?)```", README, re.S)
+    assert setup and "chromium" in setup.group(1) and ". .venv/bin/activate" in setup.group(1)

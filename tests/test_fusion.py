@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from mmsearch import Engine
 from mmsearch.cli import app
 from mmsearch.errors import QueryError
-from mmsearch.fusion import Query, QueryPart
-from mmsearch.querylang import Term, format_terms, parse
+from mmsearch.search import Query, QueryPart
+from mmsearch.search.grammar import Term, format_terms, parse
 
 runner = CliRunner()
 
@@ -106,7 +106,7 @@ def own_vector_rank(index: Path, query: str, name: str) -> int:
     """Rank of ``name`` by its picture vector alone (what mmsearch did before fusion)."""
     with Engine.open(index) as eng:
         q = eng.embed_text([query])
-        _, ids = eng._space("image").search(q, 100)
+        _, ids = eng.spaces.search("image", q, 100)
         paths = [eng.store.get_items([int(i)])[int(i)].path for i in ids[0]]
     return [Path(p).name for p in paths].index(name) + 1
 

@@ -415,7 +415,7 @@ def test_a_query_saving_a_rebuilt_cache_never_blocks_an_index_run(tmp_path: Path
 
     monkeypatch.setattr(VectorIndex, "write_temp", slow_write)
     reader = Engine.open(idx)
-    query = threading.Thread(target=lambda: (reader.search(text="red", k=3), reader.save()))
+    query = threading.Thread(target=lambda: (reader.search(text="red", k=3), reader.spaces.save()))
     query.start()
     try:
         assert saving.wait(60)
@@ -439,7 +439,7 @@ def test_a_query_saving_a_rebuilt_cache_never_blocks_an_index_run(tmp_path: Path
 def test_an_hour_long_query_sound_is_heard_for_its_first_minute_only(tmp_path: Path) -> None:
     import soundfile as sf
 
-    from mmsearch.query import MAX_QUERY_AUDIO_SECONDS
+    from mmsearch.modalities.audio import MAX_QUERY_AUDIO_SECONDS
 
     rate = 8000
     t = np.arange(int(MAX_QUERY_AUDIO_SECONDS * rate)) / rate
@@ -454,12 +454,12 @@ def test_an_hour_long_query_sound_is_heard_for_its_first_minute_only(tmp_path: P
     from mmsearch.encoders import load_encoder
 
     enc = load_encoder("builtin")
-    from mmsearch.query import embed_query
+    from mmsearch.modalities import get
 
     started = time.perf_counter()
-    v_hour = embed_query(enc, audio=hour)
+    v_hour = get("audio").embed_query(hour, enc)
     took = time.perf_counter() - started
-    v_min = embed_query(enc, audio=first)
+    v_min = get("audio").embed_query(first, enc)
     np.testing.assert_allclose(v_hour, v_min, atol=1e-5)
     print(f"\n1-hour query sound: {took:.1f} s (its first {MAX_QUERY_AUDIO_SECONDS:.0f} s)")
 
@@ -467,7 +467,7 @@ def test_an_hour_long_query_sound_is_heard_for_its_first_minute_only(tmp_path: P
 @pytest.mark.parametrize("weights", ["1e308:cat + 1e308:dog", "0:cat", "1e-9:cat", "5000:cat"])
 def test_weights_out_of_bounds_are_refused(weights: str) -> None:
     from mmsearch.errors import QueryError
-    from mmsearch.fusion import Query
+    from mmsearch.search import Query
 
     with pytest.raises(QueryError, match="weight"):
         Query.parse(weights).validate()
@@ -475,14 +475,15 @@ def test_weights_out_of_bounds_are_refused(weights: str) -> None:
 
 def test_resource_limits_are_what_the_docs_say() -> None:
     """The numbers docs/reliability.md quotes."""
-    from mmsearch import media
-    from mmsearch.fusion import MAX_PARTS, MAX_PATTERN_CHARS
-    from mmsearch.querylang import MAX_QUERY_CHARS, MAX_TERMS
+    from mmsearch.modalities import image as media
+    from mmsearch.modalities import text as notes
+    from mmsearch.search.grammar import MAX_QUERY_CHARS, MAX_TERMS
+    from mmsearch.search.query import MAX_PARTS, MAX_PATTERN_CHARS
 
     text = (HERE.parent / "docs" / "reliability.md").read_text()
     for value in (
         f"{media.MAX_IMAGE_BYTES >> 20} MiB",
-        f"{media.MAX_TEXT_BYTES >> 20} MiB",
+        f"{notes.MAX_TEXT_BYTES >> 20} MiB",
         f"{media.PIXEL_BUDGET // 1_000_000} megapixels",
         f"{MAX_TERMS} parts",
         f"{MAX_PARTS} parts",

@@ -22,12 +22,12 @@ def assert_consistent(engine: Engine) -> None:
     for space in ("image", "text"):
         sqlite_ids = engine.store.ids(space)
         np.testing.assert_array_equal(engine.vector_ids(space), sqlite_ids)
-    engine.save()
+    engine.spaces.save()
     fresh = Engine.open(engine.dir)
     try:
         for space in ("image", "text"):
             np.testing.assert_array_equal(fresh.vector_ids(space), fresh.store.ids(space))
-            assert not fresh._dirty, "saved FAISS index was stale and had to be rebuilt"
+            assert not fresh.spaces.dirty, "saved FAISS index was stale and had to be rebuilt"
     finally:
         fresh.close()
 
@@ -297,7 +297,7 @@ def test_symlink_loops_do_not_hang_and_links_are_not_followed_by_default(tmp_pat
 
 
 def test_exif_rotated_photo_is_embedded_upright(tmp_path: Path) -> None:
-    from mmsearch.media import decode_image
+    from mmsearch.modalities.image import decode_image
 
     # Upright: red top half, blue bottom half, 40 wide x 60 tall. Stored rotated 90 degrees
     # with EXIF orientation 6 (viewer must rotate 90 CW to display it upright).
@@ -318,7 +318,7 @@ def test_exif_rotated_photo_is_embedded_upright(tmp_path: Path) -> None:
 
 
 def test_large_jpeg_uses_draft_mode_and_sixteen_bit_and_palette_images_decode(tmp_path: Path) -> None:
-    from mmsearch.media import DECODE_SIZE, decode_image
+    from mmsearch.modalities.image import DECODE_SIZE, decode_image
 
     big = solid(tmp_path / "big.jpg", "green", size=(4000, 3000))
     d = decode_image(big.read_bytes())
@@ -356,7 +356,7 @@ def test_index_a_single_file_and_interrupt_keeps_committed_batches(tmp_path: Pat
     with Engine.open(tmp_path / "idx") as eng:
         kept = len(eng.store.known_files())
         assert 5 <= kept < 10  # committed batches survived the interrupt
-        assert not eng._dirty  # the FAISS file was saved on the way out
+        assert not eng.spaces.dirty  # the FAISS file was saved on the way out
         assert_consistent(eng)
         report = eng.index([root])
         assert report.added == 10 - kept and len(eng.store.known_files()) == 10

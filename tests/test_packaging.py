@@ -39,3 +39,7 @@ def test_wheel_has_cli_and_recipes_inside_mmsearch_only(tmp_path: Path) -> None:
     assert not any(n.startswith("mmsearch/indexes/") and n.endswith(".py") for n in names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "mmsearch = mmsearch.cli:app" in entry
+    # every package of the source tree is in the wheel (mmsearch.training was missing from a hand-kept list)
+    packages = {str(p.relative_to(ROOT)) for p in (ROOT / "mmsearch").rglob("__init__.py")}
+    assert packages <= set(names), packages - set(names)
+    assert {f"mmsearch/modalities/{m}.py" for m in ("image", "text", "audio", "base")} <= set(names)

@@ -71,7 +71,7 @@ def test_engine_with_a_forced_ivf_recipe_stays_consistent(tmp_path: Path) -> Non
         solid(root / f"p{i:03d}.png", COLOURS[i % 6], size=(24, 24))
     with Engine.open(tmp_path / "idx", model="fake", create=True, recipe="ivf") as eng:
         eng.index([root])
-        assert eng._spaces["image"].recipe.name == "ivf"
+        assert eng.spaces.recipe("image") == "ivf"
         for p in list(root.iterdir())[:40]:
             p.unlink()
         eng.index([root])

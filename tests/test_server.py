@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import io
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,6 +184,15 @@ def test_schemathesis_finds_no_server_error(server: Server) -> None:
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
+def wait_js(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JS expression until it is true. (``page.wait_for_function`` compiles its predicate inside the
+    page, which the page's Content-Security-Policy rightly forbids; ``evaluate`` runs from outside.)"""
+    deadline = time.time() + timeout
+    while not page.evaluate(expression):
+        assert time.time() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
+
 def test_the_search_page_in_a_headless_browser(server: Server) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -193,19 +203,21 @@ def test_the_search_page_in_a_headless_browser(server: Server) -> None:
         browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(server.url)
             page.fill("#q", "a motorcycle")
             page.press("#q", "Enter")
             page.wait_for_selector(".hit")
             first = page.locator(".hit").first
             assert first.locator(".name").inner_text() == "motorcycle.png"
-            page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")  # the thumbnail loaded
+            wait_js(page, "document.querySelector('.hit img').naturalWidth > 0")  # the thumbnail loaded
             assert first.get_attribute("href").endswith("/file")
             page.screenshot(path=str(ARTIFACTS / "search-page.png"))
             page.click("text=Notes")  # modality tab
             page.fill("#q", "cooking dinner")
             page.press("#q", "Enter")
-            page.wait_for_function("document.querySelector('.hit .name')?.textContent === 'pasta.md'")
+            wait_js(page, "document.querySelector('.hit .name')?.textContent === 'pasta.md'")
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
             phone.goto(f"{server.url}/?q=a%20cat")
             phone.wait_for_selector(".hit")
@@ -213,6 +225,7 @@ def test_the_search_page_in_a_headless_browser(server: Server) -> None:
             box = phone.locator(".hit").first.bounding_box()
             assert box is not None and box["width"] < 390 / 2  # two columns on a phone
             phone.screenshot(path=str(ARTIFACTS / "search-page-phone.png"))
+            assert not errors, errors  # nothing the page does is refused by its Content-Security-Policy
         finally:
             browser.close()
     assert (ARTIFACTS / "search-page.png").stat().st_size > 10_000

@@ -98,7 +98,7 @@ def test_same_seed_same_model_and_resume_continues(tmp_path: Path) -> None:
 
 
 def test_untrained_heads_are_the_base_model() -> None:
-    from mmsearch.training.heads import Heads
+    from mmsearch.encoders.heads import Heads
 
     heads = Heads(feature_dim=10, dim=4, train_text=True)
     heads.set_feature_stats(torch.randn(20, 10))

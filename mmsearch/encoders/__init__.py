@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsearch.encoders.base import AUDIO, IMAGE, MODALITIES, TEXT, Encoder, l2_normalize
+from mmsearch.encoders.base import AUDIO, DECLARED, IMAGE, MODALITIES, TEXT, Encoder, l2_normalize
 from mmsearch.errors import ModelError
 from mmsearch.memory import keep_freed_memory
 
@@ -66,9 +66,9 @@ def clear_cache() -> None:
 
 
 def _openclip(spec: str) -> Encoder:
-    from mmsearch.encoders.openclip import OpenClipEncoder
+    from mmsearch.encoders.openclip import load_openclip
 
-    return OpenClipEncoder(spec)
+    return load_openclip(spec)
 
 
 def _st(spec: str) -> Encoder:
@@ -139,8 +139,20 @@ def load_encoder(name: str) -> Encoder:
                 known = ", ".join(sorted([*(p + ":" for p in _factories), *_aliases]))
                 raise ModelError(f"unknown model {name!r}; known kinds: {known} (see `mmsearch models`)")
             enc = factory(spec)
+        missing = [a for a in DECLARED if not hasattr(enc, a)]  # a plugin's promise, checked once at load
+        if missing:
+            raise ModelError(f"model {name!r} does not declare {', '.join(missing)} (see mmsearch.encoders.base)")
         _cache[name] = enc
         return enc
+
+
+# (arch, pretrained tag, embedding dim) shown by `mmsearch models` without --all
+FEATURED_OPENCLIP = (
+    ("ViT-B-32", "openai", 512),
+    ("ViT-B-32", "laion2b_s34b_b79k", 512),
+    ("ViT-B-16", "laion2b_s34b_b88k", 512),
+    ("ViT-L-14", "openai", 768),
+)
 
 
 def available_models(include_all_openclip: bool = False) -> list[ModelInfo]:
@@ -168,15 +180,17 @@ def available_models(include_all_openclip: bool = False) -> list[ModelInfo]:
         ModelInfo("st:PATH_OR_NAME", (TEXT,), None, offline=False, note="any sentence-transformers model"),
         ModelInfo("openclip:ARCH@CHECKPOINT", (TEXT, IMAGE), None, offline=True, note="OpenCLIP from a local file"),
     ]
-    try:
-        from mmsearch.encoders.openclip import list_pretrained
+    import importlib.util
 
-        pretrained = list_pretrained()
-    except ImportError:
-        pretrained = []
-    featured = {"ViT-B-32/laion2b_s34b_b79k", "ViT-B-32/openai", "ViT-L-14/openai", "ViT-B-16/laion2b_s34b_b88k"}
-    for arch, tag, dim in pretrained:
-        if include_all_openclip or f"{arch}/{tag}" in featured:
+    if importlib.util.find_spec("open_clip") is not None:
+        # the featured tags are listed without importing open_clip (and torch: seconds); --all asks it
+        if include_all_openclip:
+            from mmsearch.encoders.openclip import list_pretrained
+
+            pretrained = list_pretrained()
+        else:
+            pretrained = list(FEATURED_OPENCLIP)
+        for arch, tag, dim in pretrained:
             name = f"openclip:{arch}/{tag}"
             out.append(ModelInfo(name, (TEXT, IMAGE), dim, offline=False, note="downloads on first use"))
     for prefix in sorted(set(_factories) - {"openclip", "st"}):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
+
+from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -17,31 +19,115 @@ AUDIO = "audio"
 MODALITIES = (IMAGE, TEXT, AUDIO)
 
 
-@runtime_checkable
 class Encoder(Protocol):
-    """Maps items of one or more modalities into one vector space.
+    """Maps items of one or more modalities into one vector space, and says what it can do.
 
     Every ``encode_*`` returns a float32 C-contiguous array of shape ``[n, dim]`` whose rows are
-    L2-normalised, so inner product is cosine similarity.
+    L2-normalised, so inner product is cosine similarity. ``encode_*`` of a tower the encoder lacks
+    raises :class:`~mmsearch.errors.ModelError`; callers decide from the declared attributes instead
+    of trying.
 
     Attributes:
         name: The registry name that loads this encoder again (``openclip:ViT-B-32/openai``).
         dim: Vector dimension.
-        modalities: The modalities this encoder embeds (``{"text", "image"}``).
+        modalities: The towers it has: a subset of ``{"text", "image", "audio"}``.
         fingerprint: A short hash of the weights; an index refuses a model whose fingerprint differs.
-
-    An image encoder may also say ``image_size``, the side in pixels its model looks at: indexing
-    then decodes JPEGs only that large (DCT scaling), which is most of the cost of a camera photo.
+        image_size: The side in pixels the image tower looks at (indexing decodes JPEGs only that
+            large, which is most of the cost of a camera photo); None without an image tower.
+        audio_sample_rate: The rate (Hz) the sound tower takes; None without a sound tower.
+        feature_dims: Per modality, the size of the features ``image_features`` / ``audio_features``
+            return for `mmsearch train` to put a head on; empty when it cannot be trained.
+        unfreezable: How many final stages of the image tower `mmsearch train --unfreeze-image` may
+            train (``image_activations`` and ``trainable_tail``); 0 for most encoders.
     """
 
-    name: str
-    dim: int
-    modalities: frozenset[str]
-    fingerprint: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def modalities(self) -> frozenset[str]: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def image_size(self) -> int | None: ...
+
+    @property
+    def audio_sample_rate(self) -> int | None: ...
+
+    @property
+    def feature_dims(self) -> Mapping[str, int]: ...
+
+    @property
+    def unfreezable(self) -> int: ...
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def encode_audio(self, clips: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class TrainableEncoder(Encoder, Protocol):
+    """An encoder that declared ``feature_dims`` (and maybe ``unfreezable``): what `mmsearch train` reads."""
+
+    def image_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def audio_features(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def image_activations(self, images: Sequence[Image.Image], unfreeze: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def trainable_tail(self, unfreeze: int) -> Any: ...
+
+
+def trainable(encoder: Encoder, modality: str, unfreeze: int = 0) -> TrainableEncoder:
+    """``encoder`` as a TrainableEncoder for heads on ``modality``, by what it declared.
+
+    Raises:
+        ModelError: it declared no trainable features for ``modality``, or fewer unfreezable stages.
+    """
+    if modality not in encoder.feature_dims:
+        raise ModelError(f"model {encoder.name} has no trainable {modality} features (builtin and OpenCLIP do)")
+    if unfreeze and not (modality == IMAGE and 1 <= unfreeze <= encoder.unfreezable):
+        if encoder.unfreezable:
+            raise ModelError(f"--unfreeze-image must be between 1 and {encoder.unfreezable} for {encoder.name}")
+        raise ModelError(f"--unfreeze-image is not available for {encoder.name} (builtin only)")
+    return cast(TrainableEncoder, encoder)
+
+
+# What every encoder must declare; load_encoder checks them so a plugin that forgets one fails at load.
+DECLARED = (
+    "name", "dim", "modalities", "fingerprint", "image_size", "audio_sample_rate", "feature_dims", "unfreezable",
+)  # fmt: skip
+
+
+class EncoderBase:
+    """Defaults for the declared capabilities: no image or sound tower, nothing to train.
+
+    A backend sets what it has and overrides the ``encode_*`` of its towers; the others refuse.
+    """
+
+    name: str = "?"
+    dim: int = 0
+    modalities: frozenset[str] = frozenset()
+    fingerprint: str = ""
+    image_size: int | None = None
+    audio_sample_rate: int | None = None
+    feature_dims: Mapping[str, int] = {}
+    unfreezable: int = 0
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        raise ModelError(f"model {self.name} has no text tower: it cannot embed text")
+
+    def encode_image(self, images: Sequence[Image.Image]) -> np.ndarray:
+        raise ModelError(f"model {self.name} has no image tower: it cannot embed pictures")
+
+    def encode_audio(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        raise ModelError(f"model {self.name} has no sound tower: it cannot embed sounds")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

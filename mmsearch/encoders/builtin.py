@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import AUDIO, IMAGE, TEXT, fingerprint_torch, l2_normalize
+from mmsearch.encoders.base import AUDIO, IMAGE, TEXT, EncoderBase, fingerprint_torch, l2_normalize
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -114,12 +114,17 @@ def class_texts() -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(owner)
 
 
-class BuiltinEncoder:
+class BuiltinEncoder(EncoderBase):
     """MiniLM text tower + EfficientNet-Lite0 bridged into it by ConSE."""
 
     name = "builtin"
     dim = 384
     modalities = frozenset({TEXT, IMAGE, AUDIO})
+    image_size = 224  # what _preprocess crops to
+    audio_sample_rate = 22050
+    # trainable features: the CNN's 2x2-pooled feature map; SoundNet conv4/5/7, mean- and std-pooled
+    feature_dims = {IMAGE: 1280 * 4, AUDIO: 2 * (128 + 256 + 1024)}
+    unfreezable = 7  # the CNN's stages
 
     def __init__(self) -> None:
         import torch
@@ -155,9 +160,6 @@ class BuiltinEncoder:
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.encode_text(texts)
-
-    feature_dim = 1280 * 4
-    image_size = 224  # what _preprocess crops to
 
     def image_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """One CNN pass: (ConSE vectors ``[n, 384]``, 2x2-pooled feature maps ``[n, 5120]``).
@@ -211,9 +213,6 @@ class BuiltinEncoder:
         return self.image_features(images)[0]
 
     # -- sounds -----------------------------------------------------------------------------------
-    audio_sample_rate = 22050
-    audio_feature_dim = 2 * (128 + 256 + 1024)
-
     def audio_features(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One SoundNet pass per clip (mono, 22.05 kHz): (ConSE vectors ``[n, 384]``, pooled conv features).
 
@@ -236,7 +235,7 @@ class BuiltinEncoder:
                 pooled = [torch.cat([a[0].mean(dim=1), a[0].std(dim=1)]) for a in acts]
                 feats.append(torch.cat(pooled).numpy())
         if not clips:
-            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.audio_feature_dim), np.float32)
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.feature_dims[AUDIO]), np.float32)
         conse = self._conse_probs(np.stack(probs), AUDIO_TOP_K)
         return conse, np.ascontiguousarray(np.stack(feats), dtype=np.float32)
 
@@ -245,20 +244,19 @@ class BuiltinEncoder:
         return self.audio_features(clips)[0]
 
     # -- partial unfreezing (`mmsearch train --unfreeze-image N`) ----------------------------------
-    stages = 7
-
     def image_activations(self, images: Sequence[Image.Image], unfreeze: int) -> tuple[np.ndarray, np.ndarray]:
         """(ConSE vectors, activations entering the last ``unfreeze`` stages of the frozen CNN)."""
-        conse, acts = self._forward(images, split=self.stages - unfreeze)
+        conse, acts = self._forward(images, split=self.unfreezable - unfreeze)
         return conse, np.ascontiguousarray(acts.float().numpy())
 
     def trainable_tail(self, unfreeze: int) -> Any:
         """A copy of the last ``unfreeze`` stages + the head convolution: activations -> feature map."""
         import copy
 
-        if not 1 <= unfreeze <= self.stages:
-            raise ModelError(f"--unfreeze-image must be between 1 and {self.stages} for builtin")
-        tail = self._torch.nn.Sequential(*self.cnn.blocks[self.stages - unfreeze :], self.cnn.conv_head, self.cnn.bn2)
+        stages = self.unfreezable
+        if not 1 <= unfreeze <= stages:
+            raise ModelError(f"--unfreeze-image must be between 1 and {stages} for builtin")
+        tail = self._torch.nn.Sequential(*self.cnn.blocks[stages - unfreeze :], self.cnn.conv_head, self.cnn.bn2)
         return copy.deepcopy(tail)
 
 

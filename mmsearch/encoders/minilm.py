@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import TEXT, fingerprint_arrays, l2_normalize, torch_device
+from mmsearch.encoders.base import TEXT, EncoderBase, fingerprint_arrays, l2_normalize, torch_device
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _read_json(path: Path) -> Any:
         raise ModelError(f"cannot read {path}: {e}") from e
 
 
-class MiniLMEncoder:
+class MiniLMEncoder(EncoderBase):
     """A sentence-transformers BERT model with mean pooling, run without sentence-transformers.
 
     Args:

@@ -7,13 +7,15 @@ internet); a local checkpoint file loads offline. Embeddings are exactly open_cl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import IMAGE, TEXT, fingerprint_torch, l2_normalize, torch_device
+from mmsearch.encoders.base import IMAGE, TEXT, EncoderBase, fingerprint_torch, l2_normalize, torch_device
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -37,7 +39,67 @@ def parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
     return arch, tag, None
 
 
-class OpenClipEncoder:
+# Where the weights of well-known tags live on the hub: enough to tell, without importing open_clip (and
+# torch: seconds), that an offline machine does not have them.
+HUB_REPOS = {
+    ("ViT-B-32", "openai"): "timm/vit_base_patch32_clip_224.openai",
+    ("ViT-B-32", "laion2b_s34b_b79k"): "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+    ("ViT-B-16", "laion2b_s34b_b88k"): "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+    ("ViT-L-14", "openai"): "timm/vit_large_patch14_clip_224.openai",
+}
+WEIGHT_FILES = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
+)  # fmt: skip
+
+
+def load_openclip(spec: str) -> OpenClipEncoder:
+    """An OpenCLIP model, failing at once (one line, no retries) when its weights must be downloaded and
+    the hub cannot be reached.
+
+    Raises:
+        ModelError: a bad spec, a missing checkpoint, weights neither cached nor downloadable, a load error.
+    """
+    from mmsearch import hub
+
+    arch, tag, ckpt = parse_spec(spec)
+    if ckpt is not None or hub.reachable():
+        return OpenClipEncoder(spec)
+    repo = HUB_REPOS.get((arch, tag or ""))
+    if repo is not None and hub.cached(repo, WEIGHT_FILES) is None:
+        raise ModelError(_unreachable(arch, tag))
+    with _env(HF_HUB_OFFLINE="1"):  # the cache only: nothing to retry against
+        try:
+            return OpenClipEncoder(spec)
+        except ModelError as e:
+            raise ModelError(_unreachable(arch, tag)) from e
+
+
+def _unreachable(arch: str, tag: str | None) -> str:
+    from mmsearch import hub
+
+    return (
+        f"cannot load OpenCLIP model {arch}/{tag}: its weights are not in the Hugging Face cache and "
+        f"{hub.endpoint()} cannot be reached (offline?): use --model builtin, which needs no download, "
+        f"or openclip:{arch}@/path/to/checkpoint"
+    )
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class OpenClipEncoder(EncoderBase):
     """A CLIP model from open_clip_torch, text + image."""
 
     modalities = frozenset({TEXT, IMAGE})
@@ -53,10 +115,13 @@ class OpenClipEncoder:
             raise ModelError(f"OpenCLIP checkpoint not found: {ckpt}")
         self.device = device or torch_device()
         pretrained = str(ckpt) if ckpt is not None else tag
+        from mmsearch import hub
+
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                arch, pretrained=pretrained, device=self.device
-            )
+            with hub.quiet():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    arch, pretrained=pretrained, device=self.device
+                )
         except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors alike
             hint = " (offline? use --model builtin, which needs no download)" if ckpt is None else ""
             raise ModelError(f"cannot load OpenCLIP model {arch} ({pretrained}): {e}{hint}") from e
@@ -64,13 +129,14 @@ class OpenClipEncoder:
         self._torch = torch
         self.model: Any = model
         self.preprocess = preprocess
-        size = getattr(model.visual, "image_size", 224)
+        size = open_clip.get_model_preprocess_cfg(model).get("size", 224)
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.name = f"{PREFIX}:{arch}@{ckpt}" if ckpt is not None else f"{PREFIX}:{arch}/{tag}"
         with torch.no_grad():
             self.dim = int(self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1])
         self.fingerprint = fingerprint_torch(self.model)
+        self.feature_dims = {IMAGE: self.dim}  # a head trains on the image embedding itself
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -84,10 +150,6 @@ class OpenClipEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.image_features(images)[0]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.dim
 
     def image_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """(normalised embeddings, raw embeddings): what trained heads read (``mmsearch train``)."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import TEXT, fingerprint_torch, l2_normalize, torch_device
+from mmsearch.encoders.base import TEXT, EncoderBase, fingerprint_torch, l2_normalize, torch_device
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def minilm_path() -> Path | None:
     return path if (path / "modules.json").is_file() else None
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(EncoderBase):
     """A sentence-transformers text model. Text only: image queries and items are refused."""
 
     modalities = frozenset({TEXT})

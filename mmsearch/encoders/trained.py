@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.encoders.base import AUDIO, IMAGE
+from mmsearch.encoders.base import AUDIO, IMAGE, EncoderBase, trainable
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -41,25 +41,22 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-class TrainedEncoder:
-    """Base encoder + heads. Same space and dimension as the base."""
+class TrainedEncoder(EncoderBase):
+    """Base encoder + heads. Same space and dimension as the base (and its declared capabilities)."""
 
     def __init__(self, path: Path) -> None:
         import torch
 
         from mmsearch.encoders import load_encoder
-        from mmsearch.training.heads import Heads
+        from mmsearch.encoders.heads import Heads
 
         self.path = path.expanduser().resolve()
         config = read_config(self.path)
-        base: Any = load_encoder(config["base"])
-        self.base = base
         head_cfg = config["heads"]
         self.trained_modality = str(head_cfg.get("modality", IMAGE))
-        needs = "audio_features" if self.trained_modality == AUDIO else "image_features"
-        if not hasattr(base, needs):
-            raise ModelError(f"base model {config['base']} has no trainable {self.trained_modality} features")
         self.unfreeze = int(head_cfg.get("unfreeze_image", 0))
+        base = trainable(load_encoder(config["base"]), self.trained_modality, self.unfreeze)
+        self.base = base
         trunk = base.trainable_tail(self.unfreeze) if self.unfreeze else None
         self.heads = Heads(
             head_cfg["feature_dim"],
@@ -80,6 +77,8 @@ class TrainedEncoder:
         self.name = str(self.path)
         self.dim = int(self.base.dim)
         self.modalities = frozenset(self.base.modalities)
+        self.image_size = base.image_size
+        self.audio_sample_rate = base.audio_sample_rate
         self.fingerprint = hashlib.sha256(f"{self.base.fingerprint}:".encode() + data).hexdigest()[:16]
         self.config = config
 
@@ -105,14 +104,8 @@ class TrainedEncoder:
             out = self.heads.image_out(self._torch.from_numpy(base), self._torch.from_numpy(feats))
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 
-    @property
-    def audio_sample_rate(self) -> int:
-        return int(self.base.audio_sample_rate)
-
     def encode_audio(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Sound clips through the base sound tower, and the trained head when it was trained on sounds."""
-        if not hasattr(self.base, "encode_audio"):
-            raise ModelError(f"{self.name} has no sound tower")
         if self.trained_modality != AUDIO:
             return self.base.encode_audio(clips)
         if not clips:

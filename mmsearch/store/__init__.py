@@ -1,7 +1,8 @@
 """SQLite metadata store (SQLAlchemy 2.0, WAL mode) with a schema version and named migrations."""
 
-from mmsearch.store.db import ItemRecord, Store
+from mmsearch.store.db import Store
 from mmsearch.store.migrations import SCHEMA_VERSION
 from mmsearch.store.models import Item
+from mmsearch.store.records import Attrs, ItemRecord, KnownFile, Reusable, SegmentRecord
 
-__all__ = ["SCHEMA_VERSION", "Item", "ItemRecord", "Store"]
+__all__ = ["SCHEMA_VERSION", "Attrs", "Item", "ItemRecord", "KnownFile", "Reusable", "SegmentRecord", "Store"]

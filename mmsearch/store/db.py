@@ -9,9 +9,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, text, update
@@ -21,67 +20,15 @@ from sqlalchemy.orm import Session
 from mmsearch.errors import IndexCorruptError, SchemaError, StoreWriteError
 from mmsearch.files import clamp_int64
 from mmsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from mmsearch.store.models import Base, Item, Meta, Segment, Vector
+from mmsearch.store.models import Item, Meta, Segment, Vector
+from mmsearch.store.records import Attrs, ItemRecord, KnownFile, Reusable, SegmentRecord
 
 
-@dataclass
-class ItemRecord:
-    """What ingest writes for one file (new or changed)."""
-
-    path: str
-    modality: str
-    size: int
-    mtime_ns: int
-    content_hash: str
-    vector: np.ndarray
-    inode: int | None = None
-    width: int | None = None
-    height: int | None = None
-    excerpt: str | None = None
-    caption: str | None = None
-    caption_path: str | None = None
-    caption_sig: str | None = None
-    duration: float | None = None
-    segments: Sequence[SegmentRecord] = ()
-    extra_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # space -> vector
-    ocr_text: str | None = None
-    taken_at: float | None = None
-
-
-class SegmentRecord(NamedTuple):
-    """A time-stamped stretch of an audio item (speech with its words, or sound) and its vector."""
-
-    start: float
-    end: float
-    kind: str
-    vector: np.ndarray
-    text: str | None = None
-
-
-class Reusable(NamedTuple):
-    """What a file with already-indexed content takes over instead of being decoded and embedded."""
-
-    vector: np.ndarray
-    width: int | None
-    height: int | None
-    duration: float | None = None
-    excerpt: str | None = None
-    segments: Sequence[SegmentRecord] = ()
-    ocr_text: str | None = None
-    taken_at: float | None = None
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    """What the store remembers of a file, to decide whether it changed."""
-
-    id: int
-    modality: str
-    size: int
-    mtime_ns: int
-    content_hash: str
-    caption_sig: str | None
-    inode: int | None = None
+def attrs_of(item: Item) -> Attrs:
+    """An item row's attributes as a record."""
+    return Attrs(
+        item.width, item.height, item.duration, item.excerpt, item.ocr_text, item.taken_at, dict(item.info or {})
+    )
 
 
 def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
@@ -177,15 +124,13 @@ class Store:
                     f"{SCHEMA_VERSION} in a read-only folder: open it once where it can be written"
                 )
             # Creating or upgrading takes the write lock first, then looks again: two processes opening
-            # a new index at once must not both create it.
+            # a new index at once must not both create it. A new database is built by the same named
+            # migrations an old one is upgraded by, so both reach the same schema.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             version = self._version(conn)
-            if version is None:
-                Base.metadata.create_all(conn)
-                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif version < SCHEMA_VERSION:
+            if version is None or version < SCHEMA_VERSION:
                 for number, (_name, migrate) in enumerate(MIGRATIONS, start=1):
-                    if number > version:
+                    if number > (version or 0):
                         migrate(conn)
                 conn.execute(delete(Meta).where(Meta.key == "schema_version"))
                 conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -325,32 +270,26 @@ class Store:
             hi = s.scalar(select(func.max(Vector.item_id)).where(Vector.space == space))
         return None if lo is None or hi is None else (int(lo), int(hi))
 
-    def vector_for_hash(self, content_hash: str, modality: str) -> Reusable | None:
-        """The stored vector (and decoded size) of an item with the same content: a duplicate or renamed file."""
+    def reusable(self, content_hash: str, modality: str) -> Reusable | None:
+        """What an indexed item with the same content holds (a duplicate or a renamed file): its own
+        vector, its attributes and its segments, so the copy needs no decoding and no model call."""
         with self._session() as s:
             row = s.execute(
-                select(
-                    Vector.data,
-                    Item.width,
-                    Item.height,
-                    Item.duration,
-                    Item.excerpt,
-                    Item.id,
-                    Item.ocr_text,
-                    Item.taken_at,
-                )
+                select(Vector.data, Item)
                 .join(Item, Item.id == Vector.item_id)
                 .where(Item.content_hash == content_hash, Item.modality == modality, Vector.space == modality)
                 .limit(1)
             ).first()
-        if row is None:
-            return None
-        segments = self.segments(row[5]) if modality == "audio" else []
-        vec = np.frombuffer(row[0], dtype=np.float32).copy()
-        return Reusable(vec, row[1], row[2], row[3], row[4], segments, row[6], row[7])
+            if row is None:
+                return None
+            data, item = row
+            attrs = attrs_of(item)
+            item_id = item.id
+        vec = np.frombuffer(data, dtype=np.float32).copy()
+        return Reusable(vec, attrs, self.segments(item_id))
 
     def segments(self, item_id: int) -> list[SegmentRecord]:
-        """An audio item's segments in time order."""
+        """An item's segments in time order (none for most kinds)."""
         with self._session() as s:
             rows = s.execute(
                 select(Segment.start, Segment.end, Segment.kind, Segment.data, Segment.text)
@@ -498,6 +437,7 @@ class Store:
         replaced_spaces = {sp for spaces in self.spaces_of(list(replace_ids.values())).values() for sp in spaces}
         with self._write() as s:
             for rec in records:
+                a = rec.attrs
                 fields = dict(
                     path=rec.path,
                     modality=rec.modality,
@@ -505,15 +445,16 @@ class Store:
                     mtime_ns=clamp_int64(rec.mtime_ns),
                     content_hash=rec.content_hash,
                     inode=None if rec.inode is None else clamp_int64(rec.inode),
-                    width=rec.width,
-                    height=rec.height,
-                    excerpt=rec.excerpt,
+                    width=a.width,
+                    height=a.height,
+                    excerpt=a.excerpt,
                     caption=rec.caption,
                     caption_path=rec.caption_path,
                     caption_sig=rec.caption_sig,
-                    duration=rec.duration,
-                    ocr_text=rec.ocr_text,
-                    taken_at=rec.taken_at,
+                    duration=a.duration,
+                    ocr_text=a.ocr_text,
+                    taken_at=a.taken_at,
+                    info=a.info or None,
                     status="ok",
                     indexed_at=now,
                 )

@@ -6,8 +6,6 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
-from mmsearch.store.models import Segment
-
 
 def m001_initial(conn: Connection) -> None:
     """Items, their vectors, and index metadata (as first shipped)."""
@@ -29,11 +27,16 @@ def m001_initial(conn: Connection) -> None:
 
 
 def m002_audio(conn: Connection) -> None:
-    """Audio: an item's duration, and its time-stamped speech/sound segments."""
+    """Audio: an item's duration, and its time-stamped speech/sound segments (frozen SQL, as shipped)."""
     columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
     if "duration" not in columns:
         conn.exec_driver_sql("ALTER TABLE items ADD COLUMN duration FLOAT")
-    Segment.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    conn.exec_driver_sql(
+        """CREATE TABLE IF NOT EXISTS segments (
+        id INTEGER NOT NULL PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+        start FLOAT NOT NULL, "end" FLOAT NOT NULL, kind VARCHAR(16) NOT NULL, text TEXT, data BLOB NOT NULL)"""
+    )
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_segments_item_id ON segments (item_id)")
 
 
 def m003_item_text(conn: Connection) -> None:
@@ -52,11 +55,19 @@ def m004_inode_space_index(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_vectors_space ON vectors (space, item_id)")
 
 
+def m005_item_info(conn: Connection) -> None:
+    """Items keep what is their modality's own (a video's frame rate, codec) as JSON."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(items)")}
+    if "info" not in columns:
+        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN info JSON")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_audio", m002_audio),
     ("m003_item_text", m003_item_text),
     ("m004_inode_space_index", m004_inode_space_index),
+    ("m005_item_info", m005_item_info),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -46,14 +48,15 @@ class Item(Base):
     taken_at: Mapped[float | None] = mapped_column(Float)  # EXIF DateTimeOriginal, epoch seconds (m003)
     # the file's inode when indexed: a file served later must still be this one, not a link swapped in (m004)
     inode: Mapped[int | None] = mapped_column(BigInteger)
+    # what is the modality's own (a video's fps and codec), as JSON (m005)
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Vector(Base):
     """An item's vector in one space. SQLite keeps them so FAISS can always be rebuilt from here.
 
-    Spaces: ``image``, ``text``, ``audio`` (an item's own content), and the extra text vectors of image
-    and audio items: ``image.caption`` / ``audio.caption`` (sidecar caption), ``image.name`` /
-    ``audio.name`` (words of the file name), ``image.ocr`` (text read in the picture).
+    ``space`` is a :class:`mmsearch.modalities.Space` name: a modality's own (``image``) or one kind of
+    extra vector its items own (``image.caption``); the store does not interpret it.
     """
 
     __tablename__ = "vectors"
@@ -65,7 +68,7 @@ class Vector(Base):
 
 
 class Segment(Base):
-    """A stretch of an audio item: spoken words (with their text) or a window of sound, with its vector.
+    """A time-stamped stretch of an item (spoken words with their text, a window of sound), with its vector.
 
     The item's own vector (in ``vectors``) pools these; a hit uses them to say *where* it matched.
     """
@@ -75,6 +78,6 @@ class Segment(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
-    kind: Mapped[str] = mapped_column(String(16))  # "speech" | "sound"
+    kind: Mapped[str] = mapped_column(String(16))  # what its modality calls it: "speech", "sound", "frame"
     text: Mapped[str | None] = mapped_column(Text)
     data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-INIT_TEMPERATURE = 0.07
 MAX_LOGIT_SCALE = 100.0
-
-
-def init_logit_scale() -> Any:
-    """A learnable ``log(1 / temperature)``, started at CLIP's 1/0.07."""
-    import torch
-
-    return torch.nn.Parameter(torch.tensor(math.log(1 / INIT_TEMPERATURE), dtype=torch.float32))
 
 
 def clip_loss(image: Any, text: Any, logit_scale: Any, caption_ids: Any = None) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.encoders import AUDIO, IMAGE, canonical_name, load_encoder
+from mmsearch.encoders.base import TrainableEncoder, trainable
 from mmsearch.encoders.trained import CONFIG, FORMAT, WEIGHTS
 from mmsearch.errors import MediaError, MmsearchError
 from mmsearch.evaluation import Pairs, load_item_images, pairs_modality, recall_at_k
@@ -109,20 +110,25 @@ class _Features:
     caption_id: Any  # [captions] torch long: equal captions share an id
 
 
-def _load_clips(encoder: Any, items: list[str]) -> list[np.ndarray]:
-    from mmsearch.audio import load_audio
+def _load_clips(encoder: TrainableEncoder, items: list[str]) -> list[np.ndarray]:
+    from mmsearch.modalities.audio_io import load_audio
 
     clips = []
     for item in items:
         try:
-            clips.append(load_audio(item, int(encoder.audio_sample_rate), max_seconds=TRAIN_AUDIO_SECONDS))
+            clips.append(load_audio(item, int(encoder.audio_sample_rate or 0), max_seconds=TRAIN_AUDIO_SECONDS))
         except MediaError as e:
             raise MmsearchError(f"cannot train on {item}: {e}") from e
     return clips
 
 
 def _extract(
-    encoder: Any, pairs: Pairs, batch_size: int, hooks: TrainHooks, unfreeze: int = 0, modality: str = IMAGE
+    encoder: TrainableEncoder,
+    pairs: Pairs,
+    batch_size: int,
+    hooks: TrainHooks,
+    unfreeze: int = 0,
+    modality: str = IMAGE,
 ) -> _Features:
     import torch
 
@@ -198,7 +204,7 @@ def train(
     """
     import torch
 
-    from mmsearch.training.heads import Heads
+    from mmsearch.encoders.heads import Heads
     from mmsearch.training.loss import clip_loss
 
     # a model directory as base is recorded by its absolute path
@@ -214,26 +220,18 @@ def train(
     modality = pairs_modality(pairs)
     if pairs_modality(val) != modality:
         raise MmsearchError("training and validation pairs hold different kinds of items")
-    encoder: Any = load_encoder(config.base)
-    if modality == IMAGE and (IMAGE not in encoder.modalities or not hasattr(encoder, "image_features")):
-        raise MmsearchError(f"model {config.base} cannot be trained by mmsearch (no trainable image tower)")
-    if modality == AUDIO and not hasattr(encoder, "audio_features"):
-        raise MmsearchError(f"model {config.base} has no sound tower to train on audio pairs (use builtin)")
     if modality == AUDIO and config.unfreeze_image:
         raise MmsearchError("--unfreeze-image applies to image pairs, not to sounds")
+    encoder = trainable(load_encoder(config.base), modality, config.unfreeze_image)
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
     hooks.extract_start(len(pairs.items) + len(val.items) + len(pairs.captions) + len(val.captions))
-    trunk = None
-    if config.unfreeze_image:
-        if not hasattr(encoder, "trainable_tail"):
-            raise MmsearchError(f"--unfreeze-image is not available for {config.base} (builtin only)")
-        trunk = encoder.trainable_tail(config.unfreeze_image)
+    trunk = encoder.trainable_tail(config.unfreeze_image) if config.unfreeze_image else None
     train_f = _extract(encoder, pairs, config.batch_size, hooks, config.unfreeze_image, modality)
     val_f = _extract(encoder, val, config.batch_size, hooks, config.unfreeze_image, modality)
 
-    feature_dim = int(encoder.audio_feature_dim if modality == AUDIO else encoder.feature_dim)
+    feature_dim = int(encoder.feature_dims[modality])
     heads = Heads(feature_dim, int(encoder.dim), config.train_text, trunk, config.unfreeze_image, modality)
     with torch.no_grad():
         heads.eval()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mmsearch.training.loss import init_logit_scale
+INIT_TEMPERATURE = 0.07
+
+
+def init_logit_scale() -> torch.nn.Parameter:
+    """A learnable ``log(1 / temperature)``, started at CLIP's 1/0.07 (training's InfoNCE reads it)."""
+    return torch.nn.Parameter(torch.tensor(math.log(1 / INIT_TEMPERATURE), dtype=torch.float32))
 
 
 class Heads(torch.nn.Module):

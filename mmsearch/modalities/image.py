@@ -1,32 +1,33 @@
-"""Decoding files into what encoders take. Every failure is a MediaError with a short reason."""
+"""Pictures: decoded by content among allowed formats, upright, only as large as the model looks, within a
+process-wide pixel budget; embedded by the image tower, with caption, file-name and OCR text vectors."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mmsearch.errors import MediaError
+from mmsearch.encoders import IMAGE
+from mmsearch.errors import MediaError, QueryError
+from mmsearch.files import hash_stream
 from mmsearch.memory import trim_memory
+from mmsearch.modalities.base import CAPTION, NAME, OCR, BaseModality, Pending, ReadJob, Space, check_version
+
+if TYPE_CHECKING:
+    from mmsearch.encoders import Encoder
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 HEIF_EXTS = frozenset({".heic", ".heif"})
-TEXT_EXTS = frozenset({".txt", ".md"})
-
 # Refuse images over this many pixels before decoding them (decompression bombs).
 MAX_PIXELS = 120_000_000
-# Text items: the first MiB is read and embedded, the first EXCERPT_CHARS kept for display.
-MAX_TEXT_BYTES = 1 << 20
-EXCERPT_CHARS = 400
 # Decoded images are reduced to about this size: models look at 224-448 px.
 DECODE_SIZE = 512
 
@@ -42,10 +43,6 @@ def heif_available() -> bool:
 
 def image_exts() -> frozenset[str]:
     return IMAGE_EXTS | HEIF_EXTS if heif_available() else IMAGE_EXTS
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 @dataclass
@@ -213,60 +210,86 @@ def decode_image(source: bytes | BinaryIO, size: int = DECODE_SIZE) -> DecodedIm
     return DecodedImage(im, width, height, taken_at)
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Read and decode an image file the user named (an image query)."""
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read and decode an image file the user named (an image query, a pairs file's picture)."""
     from mmsearch.files import open_regular
 
-    try:
-        with open_regular(path, follow_symlinks=True) as f:
-            if os.fstat(f.fileno()).st_size > MAX_IMAGE_BYTES:
-                raise MediaError(f"file too large for a picture (limit {MAX_IMAGE_BYTES >> 20} MiB)")
-            return decode_image(f).image
-    except MediaError as e:
-        raise MediaError(f"{path}: {e}") from e
+    with open_regular(path, follow_symlinks=True) as f:
+        if os.fstat(f.fileno()).st_size > MAX_IMAGE_BYTES:
+            raise MediaError(f"too large for a picture (limit {MAX_IMAGE_BYTES >> 20} MiB)")
+        return decode_image(f).image
 
 
-def decode_text(data: bytes) -> str:
-    """Bytes of a .txt/.md file to text. Raises MediaError for binary or empty content."""
-    import codecs
+class ImageModality(BaseModality):
+    name = IMAGE
+    label = ("picture", "pictures")
+    spaces = (Space(IMAGE), Space(IMAGE, CAPTION, 1.0), Space(IMAGE, NAME, 0.5), Space(IMAGE, OCR, 1.0))
+    owns_caption = True
+    thumbnails = True
+    media_types = {
+        ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+        ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
+        ".heic": "image/heic", ".heif": "image/heif",
+    }  # fmt: skip
 
-    data = data[:MAX_TEXT_BYTES]
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows Notepad's "Unicode"
-        text = data.decode("utf-16", errors="replace")
-    elif b"\x00" in data:
-        raise MediaError("binary content in a text file")
-    else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("latin-1")
-    text = text.strip()
-    if not text:
-        raise MediaError("empty text file")
-    return text
+    def extensions(self) -> frozenset[str]:
+        return image_exts()
 
+    def indexable(self, encoder: Encoder) -> bool:
+        return IMAGE in encoder.modalities
 
-def excerpt(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "…"
+    def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
+        if item.size > MAX_IMAGE_BYTES:
+            raise MediaError(f"too large for a picture ({item.size >> 20} MiB, limit {MAX_IMAGE_BYTES >> 20} MiB)")
+        if item.size == 0:
+            raise MediaError("empty file")
+        check_image(f)  # by its header: not a picture, or too many pixels, is refused before hashing
+        item.content_hash, read = hash_stream(f, item.size)
+        if read != item.size:
+            from mmsearch.errors import CHANGED_WHILE_READ
 
+            raise MediaError(CHANGED_WHILE_READ)
+        reused = job.reusable(item.content_hash)
+        if reused is not None:  # same bytes: the same upright size, date and text as when decoded
+            item.adopt(reused)
+        else:
+            f.seek(0)
+            decoded = decode_image(f, size=job.decode_size)
+            item.payload = decoded.image
+            item.attrs.width, item.attrs.height, item.attrs.taken_at = decoded.width, decoded.height, decoded.taken_at
+        if job.ocr and item.attrs.ocr_text is None:
+            from mmsearch.ocr import read_text
 
-_SKIP_WORDS = frozenset(
-    {"img", "dsc", "dscn", "dscf", "pxl", "mvimg", "vid", "image", "photo", "pic", "copy", "edit", "final", "new"}
-    | {"of", "the", "and", "to", "in", "on", "at", "by", "for", "with"}
-)
+            f.seek(0)
+            picture = item.payload if item.payload is not None else decode_image(f).image
+            item.attrs.ocr_text = read_text(picture)
+        if item.attrs.ocr_text:
+            item.texts[OCR] = item.attrs.ocr_text
+        check_version(f, item)
 
+    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+        need = [x for x in batch if x.vector is None]
+        if need:
+            for x, v in zip(need, encoder.encode_image([x.payload for x in need]), strict=True):
+                x.vector, x.payload, x.fresh = v, None, True
 
-def name_words(path: str) -> str:
-    """Meaningful words of a file name: ``golden_retriever-beach2.jpg`` -> ``golden retriever beach``.
+    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
+        if IMAGE not in encoder.modalities:
+            raise QueryError(f"model {encoder.name} is text-only: it cannot embed an image query")
+        if isinstance(value, str | os.PathLike):
+            try:
+                picture = load_image(value)
+            except MediaError as e:
+                raise QueryError(f"cannot use {value} as a query image: {e}") from e
+        else:
+            picture = value.convert("RGB")
+        return encoder.encode_image([picture])
 
-    Camera names (``IMG_2041``, ``DSC00012``), numbers, hash-like chunks and little words give nothing.
-    """
-    import os
-    import re
+    def about(self, metadata: Mapping[str, Any]) -> str:
+        text = metadata.get("caption") or metadata.get("excerpt")
+        if text:
+            return str(text)
+        return f"{metadata['width']}x{metadata['height']}" if "width" in metadata else ""
 
-    stem = os.path.splitext(os.path.basename(path))[0]
-    chunks = [c for c in re.split(r"[\s._-]+", stem) if not re.fullmatch(r"[0-9a-fA-F]{8,}", c)]
-    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", " ".join(chunks))  # camelCase
-    words = [t.lower() for t in re.split(r"[^A-Za-z]+", text)]
-    return " ".join(t for t in words if len(t) >= 2 and t not in _SKIP_WORDS)
+    def thumbnail(self, f: BinaryIO, size: int, at: float | None = None) -> Image.Image | None:
+        return decode_image(f, size=size).image

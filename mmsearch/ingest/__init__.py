@@ -1,0 +1,331 @@
+"""The ingest pipeline: reader (walk) -> mapper (decode in workers, embed in batches) -> writer.
+
+Incremental by (path, size, mtime, inode) and the sidecar caption's signature; a content hash lets
+renamed and duplicated files reuse a stored vector. Decoding runs in worker threads while the main
+thread embeds the previous batch. Bad files are reported through ``hooks.skip`` and the run goes on.
+Each batch is one SQLite transaction, so an interrupted run keeps what it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsearch.encoders import Encoder
+from mmsearch.files import under
+from mmsearch.ingest.decode import Decoder, safe_opener
+from mmsearch.ingest.embed import embed_batch
+from mmsearch.ingest.walk import Candidate, WalkResult, walk
+from mmsearch.ingest.write import VectorSink, delete, write
+from mmsearch.modalities import Modality, Pending, ReadJob, all_modalities, indexable
+from mmsearch.modalities.image import DECODE_SIZE
+from mmsearch.spaceset import SpaceSet
+from mmsearch.store import KnownFile, Reusable, Store
+
+__all__ = [
+    "Candidate", "IndexOptions", "IngestHooks", "IngestReport", "Ingestor", "WalkResult", "index_paths", "resolve_ocr",
+    "walk",
+]  # fmt: skip
+
+# Version of what an item's vectors are: 2 added caption, file-name and OCR text vectors. An index
+# at an older version re-embeds the items that own extra spaces once (their own vectors are reused by hash).
+ITEM_VECTORS_VERSION = 2
+
+
+@dataclass
+class IndexOptions:
+    """How an `index` run works; shared by the CLI, the server and :meth:`mmsearch.Engine.index`.
+
+    Attributes:
+        batch_size: Files embedded per model call.
+        workers: Decoding threads (default: CPU count, at most 8).
+        include_hidden: Also index hidden files and folders.
+        follow_symlinks: Follow symbolic links that stay inside the folders being indexed.
+        ocr: Read the text in pictures; None: what the index was built with, else on when installed.
+        wait: Seconds to wait while another run writes the index.
+    """
+
+    batch_size: int = 32
+    workers: int | None = None
+    include_hidden: bool = False
+    follow_symlinks: bool = False
+    ocr: bool | None = None
+    wait: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IngestHooks:
+    """Callbacks for progress and skipped files. Library code never prints."""
+
+    skip: Callable[[str, str], None] = lambda path, reason: None
+    start: Callable[[int], None] = lambda total: None
+    advance: Callable[[int], None] = lambda n: None
+
+
+@dataclass
+class IngestReport:
+    """What one `index` run did."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "reused": self.reused,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "ignored": self.ignored,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def index_paths(
+    store: Store,
+    spaces: SpaceSet,
+    encoder: Encoder,
+    paths: Sequence[str | os.PathLike[str]],
+    options: IndexOptions,
+    hooks: IngestHooks | None = None,
+) -> IngestReport:
+    """One `index` run: take the writer's lock, check the database, run the pipeline, save the FAISS files.
+
+    Raises:
+        MmsearchError: a path that does not exist.
+        IndexBusyError: another run still holds the index's lock after ``options.wait`` seconds.
+        StoreWriteError: the index folder cannot be written (disk full, read-only); what earlier
+            batches committed stays, and the next run goes on from there.
+        IndexCorruptError: the database is damaged (every page is read first).
+    """
+    from mmsearch.errors import MmsearchError
+    from mmsearch.lock import IndexLock
+
+    roots = []
+    for p in paths:
+        if not Path(p).expanduser().exists():
+            raise MmsearchError(f"no such file or folder: {p}")
+        roots.append(Path(p).expanduser().resolve())
+    with IndexLock(spaces.folder, options.wait), spaces.writing():
+        store.check()  # a damaged database must not pass a run as a success
+        with store.snapshot():
+            spaces.refresh()  # another run may have written since these indexes were loaded
+        ocr = resolve_ocr(store, options.ocr)
+        for modality in indexable(encoder):
+            for space in modality.spaces:
+                spaces.get(space.name)  # load (or rebuild) before the store changes under it
+        try:
+            report = Ingestor(store, spaces, encoder, options, hooks, ocr).run(roots)
+        except BaseException:
+            with contextlib.suppress(MmsearchError):  # keep what failed, not a second error saving
+                spaces.save()
+            raise
+        spaces.save()
+    return report
+
+
+def resolve_ocr(store: Store, requested: bool | None) -> bool:
+    """Whether this run reads text in pictures: as asked, else as the index was built, else whether
+    RapidOCR is installed. The choice sticks to the index.
+
+    Raises:
+        MmsearchError: asked for, and RapidOCR is not installed.
+    """
+    from mmsearch.errors import MmsearchError
+    from mmsearch.ocr import ocr_available
+
+    recorded = store.get_meta("ocr")
+    if requested is not None:
+        ocr = requested
+    else:
+        ocr = bool(recorded) if recorded is not None else ocr_available()
+    if ocr and not ocr_available():
+        raise MmsearchError("reading text in pictures needs RapidOCR: pip install 'mmsearch[ocr]'")
+    if recorded != ocr:
+        store.set_meta(ocr=ocr)
+    return ocr
+
+
+class Ingestor:
+    """One run of `mmsearch index` over some roots: the three stages joined by a small runner."""
+
+    def __init__(
+        self,
+        store: Store,
+        sink: VectorSink,
+        encoder: Encoder,
+        options: IndexOptions,
+        hooks: IngestHooks | None = None,
+        ocr: bool = False,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.encoder = encoder
+        self.options = options
+        self.batch_size = max(1, options.batch_size)
+        self.workers = options.workers or min(8, (os.cpu_count() or 2))
+        self.hooks = hooks or IngestHooks()
+        self.report = IngestReport()
+        self.ocr = ocr
+        self._run_vectors: dict[tuple[str, str], Reusable] = {}
+        self._stop = threading.Event()
+        self.modalities = {m.name: m for m in indexable(encoder)}
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.report.skipped.append((path, reason))
+        self.hooks.skip(path, reason)
+
+    def _reusable(self, modality: str) -> Callable[[str], Reusable | None]:
+        def find(content_hash: str) -> Reusable | None:
+            return self._run_vectors.get((content_hash, modality)) or self.store.reusable(content_hash, modality)
+
+        return find
+
+    def run(self, roots: Sequence[Path]) -> IngestReport:
+        t0 = time.perf_counter()
+        root_strs = [str(r) for r in roots]
+        # every read must stay inside these (a file given by name: its folder, where its caption lies)
+        real = [os.path.realpath(r) for r in root_strs]
+        real_roots = [r if os.path.isdir(r) else os.path.dirname(r) for r in real]
+        others = [m for m in all_modalities() if m.name not in self.modalities]
+        found = walk(
+            roots,
+            list(self.modalities.values()),
+            self._skip,
+            self.options.include_hidden,
+            self.options.follow_symlinks,
+            known=others,
+        )
+        self.report.ignored = found.ignored
+        todo, replace, gone = self._plan(found, root_strs)
+        self.hooks.start(len(todo))
+        failed: list[int] = []
+        # Decode pictures only as large as the model looks at (JPEG DCT scaling makes a 12 MP photo ~4x
+        # cheaper at 1/8 than at 1/4); OCR needs more pixels to read text.
+        side = self.encoder.image_size or DECODE_SIZE
+        opener = safe_opener(self.options.follow_symlinks, real_roots)
+        try:
+            self._process(todo, replace, failed, opener, DECODE_SIZE if self.ocr else min(DECODE_SIZE, max(side, 64)))
+            if self._stale:
+                self.store.set_meta(item_vectors=ITEM_VECTORS_VERSION)
+        finally:
+            # deleted files go last, so a renamed file could reuse the vector of its old name
+            self.report.removed += delete(self.store, self.sink, gone + failed)
+            self.report.seconds = time.perf_counter() - t0
+        return self.report
+
+    def _plan(self, found: WalkResult, root_strs: list[str]) -> tuple[list[Candidate], dict[str, KnownFile], list[int]]:
+        """What to read (new and changed files), which ids they replace, and which items left the disk."""
+        known = self.store.known_files()
+        # an index from before extra text vectors: items that own extra spaces are embedded again (once)
+        self._stale = bool(known) and int(self.store.get_meta("item_vectors", 1)) < ITEM_VECTORS_VERSION
+        if not known:
+            self.store.set_meta(item_vectors=ITEM_VECTORS_VERSION)
+        extra_owners = {name for name, m in self.modalities.items() if any(s.text_derived for s in m.spaces)}
+        todo: list[Candidate] = []
+        replace: dict[str, KnownFile] = {}
+        learn_inodes: dict[int, int] = {}
+        for cand in found.candidates:
+            k = known.get(cand.path)
+            if (
+                k is not None
+                and k.modality == cand.modality
+                and k.size == cand.size
+                and k.mtime_ns == cand.mtime_ns
+                and k.inode in (None, cand.inode)  # another file moved in with the same size and mtime
+                and k.caption_sig == cand.caption_sig
+                and not (self._stale and cand.modality in extra_owners)
+            ):
+                self.report.unchanged += 1
+                if k.inode is None and cand.inode is not None:
+                    learn_inodes[k.id] = cand.inode  # indexed before inodes were kept
+                continue
+            if k is not None:
+                replace[cand.path] = k
+            todo.append(cand)
+        seen = {c.path for c in found.candidates}
+        gone = [
+            k.id
+            for p, k in known.items()
+            if p not in seen and under(p, root_strs) and not under(p, found.unreadable_dirs)
+        ]
+        if learn_inodes:
+            self.store.set_inodes(learn_inodes)
+        return todo, replace, gone
+
+    def _process(
+        self,
+        todo: list[Candidate],
+        replace: dict[str, KnownFile],
+        failed: list[int],
+        opener: Callable[[str], Any],
+        decode_size: int,
+    ) -> None:
+        jobs = {
+            name: ReadJob(self._reusable(name), opener, decode_size, self.ocr, self._stop.is_set)
+            for name in self.modalities
+        }
+        window = max(2 * self.batch_size, 2 * self.workers)
+        decoder = Decoder(self.modalities, jobs, opener, self.workers, window)
+        pending: dict[str, list[Pending]] = {name: [] for name in self.modalities}
+        try:
+            for cand, got in decoder.run(todo):
+                if not isinstance(got, Pending):
+                    self._failed(cand.path, str(got), replace, failed)
+                    continue
+                batch = pending[cand.modality]
+                batch.append(got)
+                # flush when the model has a full batch, or when many reused vectors wait to be written
+                modality = self.modalities[cand.modality]
+                full = modality.batch or self.batch_size
+                if len(batch) >= 8 * self.batch_size or sum(x.vector is None for x in batch) >= full:
+                    self._flush(modality, batch, replace, failed, jobs[cand.modality])
+                    batch.clear()
+            for name, batch in pending.items():
+                if batch:
+                    self._flush(self.modalities[name], batch, replace, failed, jobs[name])
+                    batch.clear()
+        finally:
+            self._stop.set()
+
+    def _failed(self, path: str, reason: str, replace: dict[str, KnownFile], failed: list[int]) -> None:
+        self._skip(path, reason)
+        if path in replace:
+            failed.append(replace[path].id)
+        self.hooks.advance(1)
+
+    def _flush(
+        self, modality: Modality, batch: list[Pending], replace: dict[str, KnownFile], failed: list[int], job: ReadJob
+    ) -> None:
+        embed_batch(modality, batch, self.encoder, job)
+        kept = []
+        for x in batch:
+            if x.error is not None:
+                self._failed(x.path, x.error, replace, failed)
+            else:
+                kept.append(x)
+                if x.fresh and x.vector is not None:
+                    self._run_vectors[(x.content_hash, x.modality)] = Reusable(x.vector, x.attrs, x.segments)
+        if not kept:
+            return
+        self.report.reused += sum(not x.fresh for x in kept)
+        added, updated = write(self.store, self.sink, kept, replace)
+        self.report.added += added
+        self.report.updated += updated
+        self.hooks.advance(len(kept))

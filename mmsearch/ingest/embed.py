@@ -1,0 +1,40 @@
+"""The mapper's second half: batches of decoded items through their modality's tower, plus the text
+vectors of their extra spaces (caption, file-name words, text read in them), in the main thread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mmsearch.encoders import TEXT, Encoder
+from mmsearch.modalities import CAPTION, NAME, Modality, Pending, ReadJob, name_words
+
+
+def embed_batch(modality: Modality, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+    """Give every item of ``batch`` (one modality) its own vector, or an ``error``; then its extra vectors."""
+    modality.embed(batch, encoder, job)
+    extra_vectors(modality, [x for x in batch if x.error is None], encoder)
+
+
+def extra_vectors(modality: Modality, batch: Sequence[Pending], encoder: Encoder) -> None:
+    """Fill ``item.extras`` (space name -> vector) for the extra spaces ``modality`` has, in one text call."""
+    if TEXT not in encoder.modalities:
+        return
+    extras = [s for s in modality.spaces if s.text_derived]
+    if not extras:
+        return
+    wanted: list[tuple[Pending, str, str]] = []
+    for x in batch:
+        texts = dict(x.texts)
+        if x.caption:
+            texts[CAPTION] = x.caption
+        texts[NAME] = name_words(x.path)
+        for extra in extras:
+            text = texts.get(extra.kind)
+            if text and text.strip():
+                wanted.append((x, extra.name, text))
+    if wanted:
+        vecs = encoder.encode_text([t for _, _, t in wanted])
+        for (x, name, _), v in zip(wanted, vecs, strict=True):
+            x.extras[name] = np.asarray(v)

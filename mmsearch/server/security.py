@@ -1,0 +1,130 @@
+"""What every request passes before a route: the Host check (DNS rebinding), body limits and deadline,
+the token, error shapes, and the headers every response carries."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from mmsearch.errors import IndexNotFoundError, MmsearchError
+
+log = logging.getLogger("mmsearch.server")
+
+MAX_BODY_BYTES = 25 * 1024 * 1024  # uploaded images and sounds arrive base64 in JSON bodies
+BODY_TIMEOUT_S = 30.0  # a request body dripping in slower than this is cut off (408)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(host: str, extra: Sequence[str]) -> set[str] | None:
+    """Host names requests may give; None: any (a wildcard bind with no list)."""
+    names = {host_name(h) for h in extra}
+    if host in ("0.0.0.0", "::", ""):
+        return names or None
+    names.add(host_name(host))
+    if host_name(host) in LOOPBACK_NAMES or host.startswith("127."):
+        names.update(LOOPBACK_NAMES)
+    return names
+
+
+def host_name(header: str) -> str:
+    """``[::1]:8000`` -> ``::1``, ``Example.org:80`` -> ``example.org``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def page_csp(html: str) -> str:
+    """A Content-Security-Policy that lets only the page's own inline script and style run."""
+    hashes = {
+        kind: " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(m.encode()).digest()).decode() + "'"
+            for m in re.findall(rf"<{kind}>(.*?)</{kind}>", html, flags=re.DOTALL)
+        )
+        for kind in ("script", "style")
+    }
+    return (
+        f"default-src 'none'; script-src {hashes['script']}; style-src {hashes['style']}; "
+        "img-src 'self' data: blob:; media-src 'self'; connect-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def secured(response: Any) -> Any:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int) -> None:
+    """The middleware and error handlers of the app."""
+
+    @app.middleware("http")
+    async def guard_request(request: Request, call_next: Any) -> Any:
+        if hosts is not None and host_name(request.headers.get("host", "")) not in hosts:
+            # a page on another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) lands here
+            return secured(JSONResponse({"detail": "unknown Host header"}, status_code=421))
+        length = request.headers.get("content-length")
+        too_big = JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+            return secured(too_big)
+        if request.method in ("POST", "PUT", "PATCH"):
+            # the body is read here, whole and under a deadline, so a client dripping it never holds a
+            # thread (and chunked bodies meet the same size limit as declared ones)
+            body = bytearray()
+
+            async def read() -> bool:
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > max_body_bytes:
+                        return False
+                return True
+
+            try:
+                if not await asyncio.wait_for(read(), BODY_TIMEOUT_S):
+                    return secured(too_big)
+            except TimeoutError:
+                return secured(JSONResponse({"detail": "request body too slow"}, status_code=408))
+            request._body = bytes(body)  # starlette reads it from here
+        return secured(await call_next(request))
+
+    @app.exception_handler(MmsearchError)
+    async def mmsearch_error(_request: Request, exc: MmsearchError) -> JSONResponse:
+        status = 404 if isinstance(exc, IndexNotFoundError) else 400
+        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
+
+
+def token_guard(token: str | None) -> Any:
+    """A dependency: ``Authorization: Bearer TOKEN`` (or ``?token=``), compared in constant time."""
+
+    def auth(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8")):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return auth

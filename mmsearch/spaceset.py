@@ -1,0 +1,212 @@
+"""The FAISS indexes of one index directory, one per space, kept as generation-tagged caches of SQLite.
+
+A :class:`SpaceSet` loads each space's FAISS file when it still reflects SQLite's latest commit of
+that space (and agrees with it), rebuilds it from SQLite's vectors otherwise, applies ingest's
+additions and removals (it is the ingest pipeline's vector sink), and writes changed files back
+atomically. FAISS itself stays in :mod:`mmsearch.vector_index`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mmsearch.errors import MmsearchError
+from mmsearch.store import Store
+from mmsearch.vector_index import Recipe, VectorIndex, choose_recipe, training_sample
+
+# While an index run writes, FAISS files are saved at least this often (seconds), so that queries
+# in other processes load them instead of rebuilding from SQLite.
+SAVE_EVERY_S = 30.0
+
+
+class SpaceSet:
+    """Per-space FAISS indexes over one store.
+
+    Args:
+        store: The index's SQLite store (the truth).
+        folder: Where ``SPACE.faiss`` files live.
+        recipes: The recipes by name; ``forced`` names one to use whatever the size.
+        dim: The vector dimension (asked lazily: an empty index learns it from its model).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        folder: Path,
+        recipes: dict[str, Recipe],
+        dim: Callable[[], int],
+        forced: str | None = None,
+    ) -> None:
+        self.store = store
+        self.folder = folder
+        self.recipes = recipes
+        self.forced = forced
+        self._dim = dim
+        self._indexes: dict[str, VectorIndex] = {}
+        self._gen: dict[str, int] = {}  # the store generation each loaded index reflects
+        self._dirty: set[str] = set()
+        self._present: tuple[tuple[tuple[str, int], ...], set[str]] | None = None
+        self._writing = False
+        self._last_save = time.monotonic()
+
+    # -- the writer -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """While an index run holds the lock: changes are this process's, saves must succeed."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+
+    @property
+    def dirty(self) -> bool:
+        """Whether a changed index has not been saved yet."""
+        return bool(self._dirty)
+
+    def add(self, space: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        self.get(space).add(np.asarray(ids, dtype=np.int64), vectors)
+        self._changed(space)
+
+    def remove(self, space: str, ids: Sequence[int]) -> None:
+        self.get(space).remove(ids)
+        self._changed(space)
+
+    def _changed(self, space: str) -> None:
+        # Only the lock holder writes, so the index now reflects the store's latest commit.
+        self._gen[space] = self.store.generation(space)
+        self._dirty.add(space)
+        if time.monotonic() - self._last_save > SAVE_EVERY_S:
+            self.save()  # queries running meanwhile load this instead of rebuilding from SQLite
+
+    # -- loading ----------------------------------------------------------------------------------------
+    def get(self, space: str) -> VectorIndex:
+        """The index of ``space``, loaded from its file if that still agrees with SQLite, else rebuilt."""
+        vi = self._indexes.get(space)
+        if vi is not None:
+            return vi
+        path = self.folder / f"{space}.faiss"
+        with self.store.snapshot():  # the generation and the vectors of one committed state
+            gen = self.store.generation(space)
+            if path.exists():
+                try:
+                    vi, saved_gen = VectorIndex.load(path, self.recipes, space)
+                    if saved_gen != gen or not self._agrees(space, vi):
+                        vi = None
+                except MmsearchError:
+                    vi = None
+            if vi is None:
+                vi = self._rebuild(space)
+                self._dirty.add(space)
+        self._indexes[space] = vi
+        self._gen[space] = gen
+        return vi
+
+    def _agrees(self, space: str, vi: VectorIndex) -> bool:
+        """Whether a loaded FAISS file holds what SQLite holds: dimension, count, and 8 vectors spread over
+        the ids, each found as itself (a file copied from another space, or zeroed, fails this)."""
+        if vi.dim != self._dim() or vi.ntotal != self.store.count(space):
+            return False
+        span = self.store.id_range(space)
+        if span is None:
+            return vi.ntotal == 0
+        probes = np.linspace(span[0], span[1], num=8).astype(np.int64)
+        return vi.holds(self.store.vectors_near_ids(space, probes.tolist()))
+
+    def _recipe_for(self, n: int) -> Recipe:
+        if self.forced:
+            return self.recipes[self.forced]
+        return choose_recipe(n, self.recipes)
+
+    def _rebuild(self, space: str) -> VectorIndex:
+        """Build the FAISS index of ``space`` from the vectors in SQLite."""
+        ids = self.store.ids(space)
+        n = len(ids)
+        recipe = self._recipe_for(n)
+        if recipe.is_ivf and n < recipe.nlist(n):
+            recipe = self.recipes["flat"]  # too few vectors to train cells (a forced recipe on tiny data)
+        train = training_sample(recipe, ids, lambda: self.store.iter_vectors(space)) if recipe.is_ivf else None
+        return VectorIndex.build(self._dim(), recipe, self.store.iter_vectors(space), n, train)
+
+    def refresh(self) -> dict[str, int]:
+        """Drop loaded indexes that another process's commits made stale (call in a snapshot).
+
+        Returns every space's generation in this snapshot.
+        """
+        gens = self.store.generations()
+        for space in list(self._indexes):
+            if self._gen.get(space) != gens.get(space, 0):
+                del self._indexes[space]
+                self._dirty.discard(space)
+        return gens
+
+    def present(self, gens: dict[str, int]) -> set[str]:
+        """The spaces holding vectors. ``SELECT DISTINCT`` costs a scan, so the answer is kept until a
+        generation changes: the set cannot change without one."""
+        key = tuple(sorted(gens.items()))
+        if self._present is None or self._present[0] != key:
+            self._present = (key, set(self.store.spaces()))
+        return self._present[1]
+
+    # -- searching ----------------------------------------------------------------------------------------
+    def search(
+        self, space: str, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS-shaped ``(D, I)`` of ``space``; see :meth:`VectorIndex.search`."""
+        return self.get(space).search(queries, k, allowed)
+
+    def ntotal(self, space: str) -> int:
+        return self.get(space).ntotal
+
+    def ids(self, space: str) -> np.ndarray:
+        """Every id in the FAISS index of ``space`` (for consistency checks)."""
+        return self.get(space).ids()
+
+    def recipe(self, space: str) -> str:
+        return self.get(space).recipe.name
+
+    # -- saving ---------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write changed FAISS indexes (atomically); switch recipe when the size crossed a threshold.
+
+        Outside an index run (a query rebuilt a stale file) this is best-effort: the files are written
+        aside first, then, under the short save lock taken without waiting, put in place only if they
+        still reflect the latest commit; a reader never touches the writer's lock, so an `index` starting
+        meanwhile is never refused. A folder that cannot be written (a read-only index) is left alone.
+
+        Raises:
+            StoreWriteError: an index run could not write a file (disk full, read-only folder).
+        """
+        if not self._dirty:
+            return
+        self._last_save = time.monotonic()
+        from mmsearch.lock import SaveLock
+
+        pending = []
+        try:
+            for space in sorted(self._dirty):
+                vi = self._indexes[space]
+                if vi.recipe.name != self._recipe_for(vi.ntotal).name:
+                    with self.store.snapshot():
+                        rebuilt = self._rebuild(space)
+                    if rebuilt.recipe.name != vi.recipe.name:
+                        vi = self._indexes[space] = rebuilt
+                pending.append((space, vi.write_temp(self.folder / f"{space}.faiss", self._gen[space], space)))
+            with SaveLock(self.folder, blocking=self._writing):
+                for space, p in pending:
+                    if self._writing or self._gen.get(space) == self.store.generation(space):
+                        p.commit()
+                    else:
+                        p.discard()  # another process committed since: its run saves the newer file
+                    self._dirty.discard(space)
+        except MmsearchError:
+            for _, p in pending:
+                p.discard()
+            if self._writing:
+                raise
+            self._dirty.clear()
