@@ -137,6 +137,8 @@ def index(
         if report.skipped:
             summary += f"; [yellow]skipped {len(report.skipped)}[/yellow]"
         console.print(summary, soft_wrap=True)
+        for path, note in report.notes:
+            console.print(f"Note: {escape(shown(path))}: {escape(note)}", soft_wrap=True)
         for modality, n in sorted(report.ignored.items()):
             console.print(f"Ignored {count(n, modality)}: model {model} does not embed them.", soft_wrap=True)
         totals = ", ".join(count(n, m) for m, n in sorted(counts.items())) or "nothing"

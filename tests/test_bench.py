@@ -49,6 +49,8 @@ def test_the_issue_9_benchmarks_run_at_tiny_sizes(tmp_path: Path) -> None:
     assert "GFLOPs/image" in out and "ViT-B-32" in out
     out = bench(tmp_path, "query", "--sizes", "2000", "--queries", "5")
     assert "--help" in out and "warm p50" in out
+    out = bench(tmp_path, "video", "--intervals", "2", "--long-minutes", "0.5")
+    assert "scenes found" in out and "frames/s end to end" in out and "Peak RSS" in out
     out = bench(tmp_path, "ab", "HEAD", "--photos", "2", "--items", "500", "--queries", "5", "--rounds", "1")
     assert "this / HEAD" in out and "warm query p50 ms" in out
     listing = subprocess.run([sys.executable, "bench/run.py"], cwd=ROOT, capture_output=True, text=True)

@@ -60,14 +60,14 @@ def test_k_larger_than_the_collection_and_audio_target(engine: Engine) -> None:
     # a text model indexes recordings through their speech, so audio is a valid target; none indexed here
     assert engine.search(text="red", target="audio") == []
     with pytest.raises(QueryError, match="unknown target"):
-        engine.search(text="red", target="video")
+        engine.search(text="red", target="hologram")
 
 
 def test_bad_queries_raise_typed_errors(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(QueryError, match="nothing to search for"):
         engine.search()
     with pytest.raises(QueryError, match="unknown target"):
-        engine.search(text="x", target="video")
+        engine.search(text="x", target="hologram")
     bad = tmp_path / "notimage.jpg"
     bad.write_text("hello")
     with pytest.raises(QueryError, match="cannot use .* as a query image"):

@@ -89,7 +89,7 @@ def test_knn_service_errors_are_json(server: Server) -> None:
         (b"not json", 400),
         (b"[1, 2]", 400),
         (b'{"text": "a cat", "indice_name": "laion5B"}', 404),
-        (b'{"text": "a cat", "modality": "video"}', 400),
+        (b'{"text": "a cat", "modality": "hologram"}', 400),
         (b'{"image_url": "http://example.com/x.jpg"}', 403),
         (b'{"embedding_input": [1, 2, 3]}', 400),
         (b'{"text": "a cat", "num_images": -4}', 400),
@@ -143,8 +143,10 @@ def test_native_api(server: Server, library) -> None:
         assert r.status_code == 422 and "detail" in r.json(), body
     r = requests.post(f"{url}/search", json={"text": "cat + "}, timeout=30)
     assert r.status_code == 400 and "empty term" in r.json()["detail"]
-    r = requests.post(f"{url}/search", json={"text": "a cat", "target": "video"}, timeout=30)
+    r = requests.post(f"{url}/search", json={"text": "a cat", "target": "hologram"}, timeout=30)
     assert r.status_code == 400
+    r = requests.post(f"{url}/search", json={"text": "a cat", "target": "video"}, timeout=30)
+    assert r.status_code == 200 and r.json() == []  # a kind the index has none of: no results, no error
     r = requests.post(f"{url}/search", data=b"x" * (26 * 1024 * 1024), timeout=60)
     assert r.status_code == 413
     page = requests.get(url, timeout=30)

@@ -181,12 +181,12 @@ def test_targets_default_to_what_leads_the_query_and_any_lists_every_indexable_k
     from mmsearch.search.stages import resolve_targets
 
     enc = FakeEncoder()
-    assert [m.name for m in indexable(enc)] == ["image", "text", "audio"]  # audio through speech: it reads text
+    assert [m.name for m in indexable(enc)] == ["image", "text", "audio", "video"]  # audio: through speech
     assert resolve_targets(None, enc) == ["image"]
     assert resolve_targets(None, enc, "audio") == ["audio"]
-    assert resolve_targets("any", enc) == ["image", "text", "audio"]
+    assert resolve_targets("any", enc) == ["image", "text", "audio", "video"]
     assert resolve_targets("TEXT", enc) == ["text"]
-    with pytest.raises(QueryError, match="unknown target 'film': choose one of image, text, audio, any"):
+    with pytest.raises(QueryError, match="unknown target 'film': choose one of image, text, audio, video, any"):
         resolve_targets("film", enc)
     assert Query(parts=[QueryPart("image", "x.jpg"), QueryPart("audio", "y.wav")]).lead_kind() == "image"
     assert Query(parts=[QueryPart("audio", "y.wav"), QueryPart("text", "t")]).lead_kind() is None

@@ -82,6 +82,7 @@ class IngestReport:
     reused: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # indexed, with a remark (a frame cap)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +94,7 @@ class IngestReport:
             "reused": self.reused,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "ignored": self.ignored,
+            "notes": [{"path": p, "note": n} for p, n in self.notes],
             "seconds": round(self.seconds, 3),
         }
 
@@ -243,9 +245,10 @@ class Ingestor:
         learn_inodes: dict[int, int] = {}
         for cand in found.candidates:
             k = known.get(cand.path)
+            becomes = self.modalities[cand.modality].becomes
             if (
                 k is not None
-                and k.modality == cand.modality
+                and (k.modality == cand.modality or k.modality in becomes)
                 and k.size == cand.size
                 and k.mtime_ns == cand.mtime_ns
                 and k.inode in (None, cand.inode)  # another file moved in with the same size and mtime
@@ -322,6 +325,8 @@ class Ingestor:
                 kept.append(x)
                 if x.fresh and x.vector is not None:
                     self._run_vectors[(x.content_hash, x.modality)] = Reusable(x.vector, x.attrs, x.segments)
+                if x.note:
+                    self.report.notes.append((x.path, x.note))
         if not kept:
             return
         self.report.reused += sum(not x.fresh for x in kept)

@@ -8,13 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from mmsearch.encoders import TEXT, Encoder
-from mmsearch.modalities import CAPTION, NAME, Modality, Pending, ReadJob, name_words
+from mmsearch.modalities import CAPTION, NAME, Modality, Pending, ReadJob, get, name_words
 
 
 def embed_batch(modality: Modality, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
-    """Give every item of ``batch`` (one modality) its own vector, or an ``error``; then its extra vectors."""
+    """Give every item of ``batch`` (read by one modality) its own vector, or an ``error``; then the extra
+    vectors of the modality each item turned out to be."""
     modality.embed(batch, encoder, job)
-    extra_vectors(modality, [x for x in batch if x.error is None], encoder)
+    ok = [x for x in batch if x.error is None]
+    for name in dict.fromkeys(x.modality for x in ok):
+        extra_vectors(get(name), [x for x in ok if x.modality == name], encoder)
 
 
 def extra_vectors(modality: Modality, batch: Sequence[Pending], encoder: Encoder) -> None:

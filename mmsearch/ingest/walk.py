@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmsearch.files import clamp_int64, file_version, printable_path, under
-from mmsearch.modalities import Modality
+from mmsearch.modalities import Modality, all_modalities
 
 CAPTION_EXT = ".txt"  # a.jpg + a.txt (or a.jpg.txt): the caption of a.jpg, not a note
 
@@ -58,15 +58,17 @@ def walk(
     counted in ``ignored``.
     """
     result = WalkResult()
-    claims = [(m.name, m.extensions(), m.owns_caption) for m in [*modalities, *known]]
+    order = {m.name: i for i, m in enumerate(all_modalities())}  # registration order decides who claims what
+    given = sorted([*modalities, *known], key=lambda m: order.get(m.name, len(order)))
+    claims = [(m.name, m.extensions(), m.owns_caption) for m in given]
     wanted = {m.name for m in modalities}
     owners = {name for name, _, owns in claims if owns}
     visited: set[tuple[int, int]] = set()
     real_roots = [os.path.realpath(str(r)) for r in roots]
 
-    def classify(name: str) -> str | None:
+    def classify(name: str) -> str | None:  # the last registered claimant wins (video takes .webm from audio)
         ext = os.path.splitext(name)[1].lower()
-        return next((m for m, exts, _ in claims if ext in exts), None)
+        return next((m for m, exts, _ in reversed(claims) if ext in exts), None)
 
     def handle_dir_files(files: list[tuple[str, os.stat_result]]) -> None:
         names = {os.path.basename(p): (p, st) for p, st in files}

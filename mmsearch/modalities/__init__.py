@@ -2,7 +2,7 @@
 
 ``register(MyModality())`` adds one (a plugin, or a test): its file kinds are then walked, read,
 embedded, searched and served like the built-in ones. Order matters where two could claim a file
-(the first registered wins) and for ``--target any`` (listed in registration order).
+(the last registered wins) and for ``--target any`` (listed in registration order).
 """
 
 from __future__ import annotations
@@ -87,11 +87,12 @@ def get(name: str) -> Modality:
 
 
 def for_path(path: str) -> Modality | None:
-    """The modality that claims a file by its extension (the first registered one that does)."""
+    """The modality that claims a file by its extension: the last registered one that does, so a later
+    modality takes over a kind from an earlier one (video takes ``.webm`` from audio)."""
     import os
 
     ext = os.path.splitext(path)[1].lower()
-    return next((m for m in all_modalities() if ext in m.extensions()), None)
+    return next((m for m in reversed(all_modalities()) if ext in m.extensions()), None)
 
 
 def indexable(encoder: Encoder) -> list[Modality]:
@@ -122,7 +123,8 @@ def _builtins() -> None:
         from mmsearch.modalities.audio import AudioModality
         from mmsearch.modalities.image import ImageModality
         from mmsearch.modalities.text import TextModality
+        from mmsearch.modalities.video import VideoModality
 
-        for m in (ImageModality(), TextModality(), AudioModality()):
+        for m in (ImageModality(), TextModality(), AudioModality(), VideoModality()):
             _registry[m.name] = m
         _loaded = True

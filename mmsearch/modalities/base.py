@@ -95,6 +95,7 @@ class Pending:
     caption_sig: str | None = None
     fresh: bool = False  # embedded in this run (not reused)
     error: str | None = None  # the embed step could not embed it: skipped with this reason
+    note: str | None = None  # indexed, with something the run's summary should say (a long video sampled sparsely)
 
     def adopt(self, reused: Reusable) -> None:
         """Take over what a file with the same content was given: no decoding, no model call."""
@@ -129,6 +130,10 @@ class Modality(Protocol):
         segmented: Its items keep time-stamped segments; a hit reports the one that matches best.
         thumbnails: ``thumbnail`` gives a picture of its items (the server's ``/items/ID/thumbnail``).
         player: How a browser plays its file (``audio``, ``video``), or None.
+        becomes: Other modalities its files may turn out to be (a video file with no picture is a sound):
+            ``read`` then sets ``item.modality``, and a later run does not take that for a change.
+        moments: Segment kinds whose best match stands for the item in ranking (a film's frames and
+            spoken lines: the one scene that matches counts in full); empty to rank by the own vector.
     """
 
     @property
@@ -157,6 +162,12 @@ class Modality(Protocol):
 
     @property
     def player(self) -> str | None: ...
+
+    @property
+    def becomes(self) -> tuple[str, ...]: ...
+
+    @property
+    def moments(self) -> frozenset[str]: ...
 
     def extensions(self) -> frozenset[str]:
         """File kinds it claims, lower-case with the dot (``.jpg``); may depend on what is installed."""
@@ -221,6 +232,8 @@ class BaseModality:
     segmented = False
     thumbnails = False
     player: str | None = None
+    becomes: tuple[str, ...] = ()
+    moments: frozenset[str] = frozenset()
     media_types: Mapping[str, str] = {}
 
     def extensions(self) -> frozenset[str]:

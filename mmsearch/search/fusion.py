@@ -21,7 +21,7 @@ once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +88,23 @@ def fuse(
     vectors: dict[tuple[int, str], np.ndarray],
     spaces_for: dict[str, list[Space]],
     calibration: Calibration,
+    moments: Mapping[int, np.ndarray] | None = None,
 ) -> list[Scored]:
-    """Score candidates (see the module docstring); best first, ties by id."""
+    """Score candidates (see the module docstring); best first, ties by id.
+
+    ``moments``: for items of modalities that rank by their best moment (a video's frames and spoken
+    segments), those segments' vectors; the item's own similarity is then the best of its own vector's and
+    its moments', so the one scene of a film that matches counts in full.
+    """
     parts = query.parts
+    moments = moments or {}
+
+    def similarity(c: int, space: Space, v: np.ndarray, q: np.ndarray) -> float:
+        sim = float(v @ q)
+        if space.own and c in moments:
+            sim = max(sim, float((moments[c] @ q).max()))
+        return sim
+
     norm = sum(p.weight for p in parts if not p.negative)
     # rank lists for rrf: per (part, space), candidates holding a vector there, by similarity
     ranks: dict[tuple[int, str], dict[int, int]] = {}
@@ -100,7 +114,9 @@ def fuse(
                 if space.text_derived and parts[pi].kind != TEXT:
                     continue
                 held = [
-                    (float(vectors[(c, space.name)] @ qvecs[pi]), c) for c in candidates if (c, space.name) in vectors
+                    (similarity(c, space, vectors[(c, space.name)], qvecs[pi]), c)
+                    for c in candidates
+                    if (c, space.name) in vectors
                 ]
                 if space.text_derived:
                     # a sparse list (3 captions) would rank an irrelevant caption first: an extra
@@ -126,7 +142,7 @@ def fuse(
                 v = vectors.get((c, space.name))
                 if v is None:
                     continue
-                sim = float(v @ q)
+                sim = similarity(c, space, v, q)
                 weight = space.weight
                 mu, sd = calibration.stats(pi, space, q)
                 z = (sim - mu) / sd

@@ -110,8 +110,21 @@ def rescore_and_fuse(
     modality_of = store.modalities_of(cands)
     cands = [c for c in cands if c in modality_of]
     vectors = store.vectors_of(cands, [s.name for s in plan.spaces])
-    ranked = fuse(query, qvecs, cands, modality_of, vectors, plan.spaces_for, calibration)
+    moments = moment_vectors(store, cands, modality_of)
+    ranked = fuse(query, qvecs, cands, modality_of, vectors, plan.spaces_for, calibration, moments)
     return refine(query, ranked, modality_of, vectors, store)
+
+
+def moment_vectors(store: Store, cands: Sequence[int], modality_of: dict[int, str]) -> dict[int, np.ndarray]:
+    """The segment vectors that rank, for candidates whose modality ranks by its best moment."""
+    kinds = {m: get(m).moments for m in set(modality_of.values())}
+    ranked_by_moment = [c for c in cands if kinds.get(modality_of[c])]
+    out: dict[int, np.ndarray] = {}
+    for c, segments in store.segments_of(ranked_by_moment).items():
+        chosen = [s.vector for s in segments if s.kind in kinds[modality_of[c]]]
+        if chosen:
+            out[c] = np.stack(chosen)
+    return out
 
 
 def refine(

@@ -96,6 +96,7 @@ def knn(s: ServerState, body: dict[str, Any], base_url: str) -> list[dict[str, A
         if not parts:
             raise HTTPException(400, "give text, image, image_url or embedding_input")
         hits = s.search(Query(parts=parts, target=modality, k=k, dedupe=bool(body.get("deduplicate"))))
+    s.remember_moments(hits)
     base = base_url.rstrip("/")
     out = []
     for h in hits:
@@ -108,7 +109,8 @@ def knn(s: ServerState, body: dict[str, Any], base_url: str) -> list[dict[str, A
         }
         if get(h.modality).thumbnails:
             try:
-                row["image"] = base64.b64encode(files.thumbnail(s.thumbs, s.item(h.id))).decode()
+                at = h.metadata.get("match", {}).get("start") if get(h.modality).segmented else None
+                row["image"] = base64.b64encode(files.thumbnail(s.thumbs, s.item(h.id), at)).decode()
             except (HTTPException, OSError, MmsearchError):
                 pass
         out.append(row)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from mmsearch.encoders import TEXT
 from mmsearch.modalities import get
-from mmsearch.search import Hit, Query, QueryPart
+from mmsearch.search import Hit, QueryPart
+from mmsearch.search import Query as SearchQuery
 from mmsearch.server import files
 from mmsearch.server.models import MAX_ID, EmbedIn, SearchIn, Uploads, b64
 from mmsearch.server.state import State
@@ -20,14 +21,21 @@ router = APIRouter()
 
 
 def hit_json(h: Hit) -> dict[str, Any]:
-    """A hit as the API gives it: with the URLs of its preview (when its kind has one) and its file."""
+    """A hit as the API gives it: with the URLs of its preview (when its kind has one; for timed media the
+    frame at the moment that matched) and of its file (``#t=SECONDS`` to play from that moment)."""
     out = h.as_dict()
-    out["thumbnail"] = f"/items/{h.id}/thumbnail" if get(h.modality).thumbnails else None
+    modality = get(h.modality)
+    at = h.metadata.get("match", {}).get("start") if modality.player else None
+    out["thumbnail"] = None
+    if modality.thumbnails:
+        out["thumbnail"] = f"/items/{h.id}/thumbnail" + (f"?t={at:g}" if at is not None and modality.segmented else "")
     out["file"] = f"/items/{h.id}/file"
+    out["player"] = modality.player
+    out["at"] = at
     return out
 
 
-def search_query(body: SearchIn, uploads: Uploads) -> Query:
+def search_query(body: SearchIn, uploads: Uploads) -> SearchQuery:
     """The Query a /search body asks for (uploaded files become temp files their modality reads)."""
     parts = []
     for p in body.parts:
@@ -38,7 +46,7 @@ def search_query(body: SearchIn, uploads: Uploads) -> Query:
         else:
             get(p.kind)  # an unknown kind is a 400 naming the known ones
             parts.append(QueryPart(p.kind, uploads.file(b64(p.data or "", p.kind)), p.weight, p.negative))
-    return Query.parse(body.text, parts=parts, **body.fields())
+    return SearchQuery.parse(body.text, parts=parts, **body.fields())
 
 
 @router.get("/health")
@@ -58,7 +66,9 @@ def info(s: State) -> dict[str, Any]:
 def search(body: SearchIn, s: State) -> list[dict[str, Any]]:
     """The full query of the query layer; JSON hits, best first."""
     with Uploads() as uploads:
-        return [hit_json(h) for h in s.search(search_query(body, uploads))]
+        hits = s.search(search_query(body, uploads))
+    s.remember_moments(hits)
+    return [hit_json(h) for h in hits]
 
 
 @router.post("/embed")
@@ -96,10 +106,17 @@ def get_file(item_id: ItemId, request: Request, s: State) -> Response:
 
 
 @router.get("/items/{item_id}/thumbnail")
-def get_thumbnail(item_id: ItemId, s: State) -> Response:
-    """A JPEG of at most 320 px, cached in the index directory."""
+def get_thumbnail(
+    item_id: ItemId,
+    s: State,
+    t: Annotated[float | None, Query(ge=0, le=1e7, description="seconds into a video: the frame then")] = None,
+) -> Response:
+    """A JPEG of at most 320 px, cached in the index directory. For a video, the frame at ``t`` (default:
+    the best-matching moment of the last search that found it, else the first frame)."""
     item = s.item(item_id)
-    if not get(item.modality).thumbnails:
+    modality = get(item.modality)
+    if not modality.thumbnails:
         raise HTTPException(404, f"item {item_id} is not a picture")
-    data = files.thumbnail(s.thumbs, item)
+    at = (t if t is not None else s.moments.get(item_id, 0.0)) if modality.segmented else None
+    data = files.thumbnail(s.thumbs, item, at)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

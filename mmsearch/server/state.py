@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -23,6 +24,17 @@ class ServerState:
     allow_url_fetch: bool = False
     allow_private_urls: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # item id -> the second its last search matched at: a video's thumbnail shows that frame by default
+    moments: OrderedDict[int, float] = field(default_factory=OrderedDict)
+
+    def remember_moments(self, hits: list[Hit]) -> None:
+        for h in hits:
+            start = h.metadata.get("match", {}).get("start")
+            if start is not None:
+                self.moments[h.id] = float(start)
+                self.moments.move_to_end(h.id)
+        while len(self.moments) > 10_000:
+            self.moments.popitem(last=False)
 
     def search(self, query: Query) -> list[Hit]:
         with self.lock:

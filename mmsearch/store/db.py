@@ -298,6 +298,23 @@ class Store:
             ).all()
         return [SegmentRecord(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy(), r[4]) for r in rows]
 
+    def segments_of(self, ids: Sequence[int]) -> dict[int, list[SegmentRecord]]:
+        """Several items' segments, in time order, read 500 ids per query."""
+        out: dict[int, list[SegmentRecord]] = {}
+        if not ids:
+            return out
+        with self._session() as s:
+            for chunk in _chunks(ids):
+                rows = s.execute(
+                    select(Segment.item_id, Segment.start, Segment.end, Segment.kind, Segment.data, Segment.text)
+                    .where(Segment.item_id.in_(chunk))
+                    .order_by(Segment.item_id, Segment.start, Segment.id)
+                ).all()
+                for r in rows:
+                    rec = SegmentRecord(r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32), r[5])
+                    out.setdefault(int(r[0]), []).append(rec)
+        return out
+
     def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
         ids = [int(i) for i in ids if 0 <= int(i) < 2**63]  # anything else cannot be a row id
         if not ids:
