@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, count, err_console, print_json, shown
+
+if TYPE_CHECKING:
+    from mmsearch.engine import Engine
 
 # Exit status of a run that finished but skipped files (0: everything indexed; 1: an error stopped it).
 SKIPPED_EXIT = 3
@@ -24,8 +27,9 @@ def index(
         typer.Option(
             "--model",
             "-m",
-            help="Encoder for a new index (see `mmsearch models`). The index records it; later runs "
-            "and queries reuse it. Default: builtin (offline); openclip:ViT-B-32/laion2b_s34b_b79k ranks better.",
+            help="Encoder for a new index (see `mmsearch models`); the index records it, later runs and "
+            "queries reuse it. A tower per modality: image=MODEL,audio=MODEL. Default: auto (MobileCLIP2-S0 "
+            "+ CLAP, downloaded once) when it can be had, else builtin (offline), said in one line.",
             show_default=False,
         ),
     ] = None,
@@ -88,6 +92,11 @@ def index(
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise MmsearchError(f"no such file or folder: {', '.join(missing)}")
+        notice = None
+        if model is None and not Engine.exists(index_dir):
+            from mmsearch.encoders import choose_default
+
+            model, notice = choose_default()
         progress = Progress(
             SpinnerColumn(),
             TextColumn("[progress.description]{task.description}"),
@@ -118,13 +127,14 @@ def index(
                 progress.update(task, rate=f"{t.speed:.1f} files/s")
 
         with Engine.open(index_dir, model=model, create=True, recipe=recipe) as engine:
-            with err_console.status(f"loading {engine.model_name}"):
-                engine.encoder  # noqa: B018 - load the model first so the bar measures embedding
+            load_towers(engine, quiet or json_out)  # first, so the bar measures embedding
             options = IndexOptions(batch_size, workers, hidden, follow_symlinks, ocr, wait)
             with progress:
                 report = engine.index(paths, options, hooks=IngestHooks(skip=skip, start=start, advance=advance))
             counts = engine.info().counts
             model = engine.model_name
+        if notice and not quiet:
+            err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
         if json_out:
             print_json({**report.as_dict(), "index": str(engine.dir), "counts": counts})
             if report.skipped:
@@ -145,3 +155,30 @@ def index(
         console.print(f"Index {escape(shown(str(engine.dir)))} (model {model}) now holds {totals}.", soft_wrap=True)
         if report.skipped:
             raise typer.Exit(SKIPPED_EXIT)
+
+
+def load_towers(engine: Engine, quiet: bool) -> None:
+    """Load the index's model under a spinner that shows what is being downloaded into the hub cache."""
+    import threading
+
+    from mmsearch import hub
+
+    if quiet or not err_console.is_terminal:
+        engine.towers  # noqa: B018
+        return
+    done = threading.Event()
+    with err_console.status(f"loading {engine.model_name}") as status:
+
+        def watch() -> None:
+            start = hub.downloaded_bytes()
+            while not done.wait(0.25):
+                got = hub.downloaded_bytes() - start
+                if got > 0:
+                    status.update(f"loading {engine.model_name}: downloading weights, {got / 1e6:.1f} MB")
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            engine.towers  # noqa: B018
+        finally:
+            done.set()

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_encoder
+from mmsearch.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_towers
+from mmsearch.encoders.towers import Towers, check_recorded, record, recorded_dim
 from mmsearch.errors import IndexNotFoundError, MmsearchError, ModelError, ModelMismatchError
 from mmsearch.ingest import IndexOptions, IngestHooks, IngestReport, index_paths
-from mmsearch.modalities import get
+from mmsearch.modalities import get, space
 from mmsearch.paths import resolve_index_dir
 from mmsearch.search import Hit, Query, QueryPart, Searcher
 from mmsearch.spaceset import SpaceSet
@@ -57,7 +58,7 @@ class Engine:
         self.dir = index_dir
         self.store = Store(index_dir / Store.FILENAME)
         self._requested_model = canonical_name(model) if model else None
-        self._encoder: Encoder | None = None
+        self._towers: Towers | None = None
         recipes = load_recipes()
         if recipe is not None and recipe not in recipes:
             self.store.close()
@@ -72,7 +73,7 @@ class Engine:
                 f"omit --model to use it, or re-index into another --index to use {self._requested_model!r}"
             )
         self.spaces = SpaceSet(self.store, index_dir, recipes, self._dim, recipe or self.store.get_meta("recipe"))
-        self.searcher = Searcher(self.store, self.spaces, lambda: self.encoder)
+        self.searcher = Searcher(self.store, self.spaces, lambda: self.towers)
 
     @classmethod
     def open(
@@ -101,6 +102,15 @@ class Engine:
             raise IndexNotFoundError(f"index {index_dir} is empty: run `mmsearch index FOLDER` first")
         return engine
 
+    @staticmethod
+    def exists(index: str | os.PathLike[str] | None = None) -> bool:
+        """Whether an index with a model is there (else opening with ``create`` makes a new one)."""
+        try:
+            Engine.open(index).close()
+        except IndexNotFoundError:
+            return False
+        return True
+
     def __enter__(self) -> Engine:
         return self
 
@@ -120,27 +130,29 @@ class Engine:
         return self.store.get_meta("model") or self._requested_model or DEFAULT_MODEL
 
     @property
-    def encoder(self) -> Encoder:
-        """The index's encoder, loaded on first use and checked against what the index recorded."""
-        if self._encoder is None:
-            enc = load_encoder(self.model_name)
-            if self.store.get_meta("model") is None:
-                self.store.set_meta(
-                    model=self.model_name, dim=enc.dim, fingerprint=enc.fingerprint,
-                    modalities=sorted(enc.modalities), created=time.time(),
-                )  # fmt: skip
-            elif (self.store.get_meta("dim"), self.store.get_meta("fingerprint")) != (enc.dim, enc.fingerprint):
-                raise ModelMismatchError(
-                    f"model {self.model_name!r} now loads different weights (dim {enc.dim}, fingerprint "
-                    f"{enc.fingerprint}) than the index was built with (dim {self.store.get_meta('dim')}, "
-                    f"fingerprint {self.store.get_meta('fingerprint')}): re-index into a new --index"
-                )
-            self._encoder = enc
-        return self._encoder
+    def towers(self) -> Towers:
+        """The index's encoders by role (:mod:`mmsearch.encoders.towers`), loaded on first use and checked
+        against what the index recorded."""
+        if self._towers is None:
+            meta = {k: self.store.get_meta(k) for k in ("model", "dim", "dims", "fingerprint")}
+            # indexes made before towers had roles recorded one dim and no sound space: they keep that
+            towers = load_towers(self.model_name, sound=meta["model"] is None or meta["dims"] is not None)
+            if meta["model"] is None:
+                self.store.set_meta(**record(towers), model=self.model_name, created=time.time())
+            else:
+                check_recorded(towers, meta)
+            self._towers = towers
+        return self._towers
 
-    def _dim(self) -> int:
-        dim = self.store.get_meta("dim")
-        return int(dim) if dim is not None else self.encoder.dim
+    @property
+    def encoder(self) -> Encoder:
+        """The index's main encoder (its text tower, else its only one), for one-space callers (training)."""
+        return self.towers.primary
+
+    def _dim(self, space_name: str) -> int:
+        """The dimension of a space's vectors: what the index recorded for its tower, else the tower's."""
+        role = space(space_name).tower
+        return recorded_dim(role, self.store.get_meta("dims"), self.store.get_meta("dim")) or self.towers.need(role).dim
 
     # -- indexing -----------------------------------------------------------------------------------------
     def index(
@@ -159,7 +171,7 @@ class Engine:
                 batches committed stays, and the next run goes on from there.
             IndexCorruptError: the database is damaged (every page is read first).
         """
-        return index_paths(self.store, self.spaces, self.encoder, paths, options or IndexOptions(**settings), hooks)
+        return index_paths(self.store, self.spaces, self.towers, paths, options or IndexOptions(**settings), hooks)
 
     # -- search -------------------------------------------------------------------------------------------
     def search(
@@ -191,17 +203,26 @@ class Engine:
         """Run a :class:`Query`: one committed state of the index, even while an index run writes."""
         return self.searcher.run(query)
 
-    def embed(self, kind: str, values: Sequence[Any]) -> np.ndarray:
-        """Texts, pictures (paths or PIL images) or sounds (paths) -> vectors in the index's space, as a
-        query of that kind is embedded: float32 ``[n, dim]``, L2-normalised.
+    def embed(self, kind: str, values: Sequence[Any], target: str | None = None) -> np.ndarray:
+        """Texts, pictures (paths or PIL images) or sounds (paths) -> vectors, as a query of that kind is
+        embedded: float32 ``[n, dim]``, L2-normalised.
+
+        Args:
+            target: The modality whose own space the vectors are for (default: ``kind``'s own; with a
+                composite model, a text for pictures is ``embed("text", [...], target="image")``).
 
         Raises:
-            ModelError: the index's model cannot embed ``kind``.
+            ModelError: the index's model cannot embed ``kind`` (into ``target``'s space).
         """
         modality = get(kind)
-        if not modality.indexable(self.encoder):
+        role = get(target).role if target else modality.role
+        if not modality.indexable(self.towers) or self.towers.get(role) is None:
             raise ModelError(f"model {self.model_name} cannot embed {modality.label[1]}")
-        return modality.embed_queries(values, self.encoder)
+        return modality.embed_queries(values, self.towers, role)
+
+    def dim_of(self, modality: str) -> int:
+        """The size of vectors in ``modality``'s own space."""
+        return self.towers.need(get(modality).role).dim
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed("text", texts)
@@ -227,9 +248,9 @@ class Engine:
         if check:
             self.store.check()
         recipes = {}
-        for space in self.store.spaces():
-            meta = read_sidecar(self.dir / f"{space}.faiss")
-            recipes[space] = meta["recipe"] if meta and meta["space"] == space else "(rebuilt on next use)"
+        for name in self.store.spaces():
+            meta = read_sidecar(self.dir / f"{name}.faiss")
+            recipes[name] = meta["recipe"] if meta and meta["space"] == name else "(rebuilt on next use)"
         return IndexInfo(
             path=str(self.dir), model=self.store.get_meta("model"), dim=self.store.get_meta("dim"),
             fingerprint=self.store.get_meta("fingerprint"),

@@ -93,12 +93,14 @@ def pairs_modality(pairs: Pairs) -> str:
 
 def embed_audio_items(encoder: Encoder, items: Sequence[str], purpose: str = "evaluate") -> np.ndarray:
     """Each audio file's item vector, exactly as `mmsearch index` computes it."""
+    from mmsearch.encoders.towers import plain
     from mmsearch.modalities.audio import analyze
 
+    towers = plain(encoder)
     out = []
     for item in items:
         try:
-            out.append(analyze(item, encoder).vector)
+            out.append(analyze(item, towers).vector)
         except MediaError as e:
             raise MmsearchError(f"cannot {purpose} {item}: {e}") from e
     return np.stack(out)
@@ -140,12 +142,13 @@ def evaluate(
     advance: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Any]:
     """Embed the pairs with ``encoder`` and report recall; the `mmsearch eval --json` shape."""
+    from mmsearch.encoders.towers import plain
     from mmsearch.modalities.audio import can_index_audio
 
     modality = pairs_modality(pairs)
     if modality == IMAGE and IMAGE not in encoder.modalities:
         raise MmsearchError(f"model {encoder.name} cannot embed images")
-    if modality == AUDIO and not can_index_audio(encoder):
+    if modality == AUDIO and not can_index_audio(plain(encoder)):
         raise MmsearchError(f"model {encoder.name} cannot embed audio")
     item_vecs = []
     for start in range(0, len(pairs.items), batch_size):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-PROBE_TIMEOUT_S = 1.0
+PROBE_TIMEOUT_S = 0.9  # per step (connect, answer): the default's choice stays under 2 s
 NOISY_LOGGERS = ("", "huggingface_hub", "urllib3", "open_clip", "transformers", "filelock")  # "": the root logger
 
 
@@ -29,17 +28,38 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+# A file every reachable hub answers for with its own headers (here: the default model's config)
+PROBE_PATH = "/timm/MobileCLIP2-S0-OpenCLIP/resolve/main/open_clip_config.json"
+HUB_HEADERS = ("x-repo-commit", "x-error-code")  # a hub's answers carry one; a proxy's or a portal's do not
+
+
 def reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether the hub accepts a TCP connection within ``timeout`` seconds (no request is sent)."""
+    """Whether the hub answers one HEAD request as a hub does (its own headers), each step within
+    ``timeout`` seconds. A TCP connect alone is not enough: proxies and portals accept any connection."""
+    import http.client
+
     if offline():
         return False
     parts = urlsplit(endpoint())
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
-            return True
-    except (OSError, UnicodeError):
+        conn = conn_type(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            conn.request("HEAD", parts.path.rstrip("/") + PROBE_PATH, headers={"User-Agent": "mmsearch"})
+            response = conn.getresponse()
+            return any(response.getheader(h) is not None for h in HUB_HEADERS)
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, UnicodeError, ValueError):
         return False
+
+
+def cache_dir() -> str:
+    """The hub cache as the environment names it now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
 
 
 def cached(repo: str, filenames: Sequence[str]) -> str | None:
@@ -49,10 +69,41 @@ def cached(repo: str, filenames: Sequence[str]) -> str | None:
     except ImportError:
         return None
     for name in filenames:
-        found = try_to_load_from_cache(repo.strip("/"), name)
+        found = try_to_load_from_cache(repo.strip("/"), name, cache_dir=cache_dir())
         if isinstance(found, str):
             return found
     return None
+
+
+def downloaded_bytes() -> int:
+    """Bytes in the hub cache's model blobs, partial downloads (``*.incomplete``) included: what a progress
+    display polls while a model loads (huggingface_hub's own bars are kept off the terminal)."""
+    total = 0
+    root = os.path.join(cache_dir())
+    with contextlib.suppress(OSError):
+        for repo in os.scandir(root):
+            if not repo.name.startswith("models--"):
+                continue
+            with contextlib.suppress(OSError):
+                for blob in os.scandir(os.path.join(repo.path, "blobs")):
+                    with contextlib.suppress(OSError):
+                        total += blob.stat(follow_symlinks=False).st_size
+    return total
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` while models load from local files (libraries that read it at call time then
+    never ask the hub), restored after: a process that loads builtin can still download a model later."""
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ class SpaceSet:
         store: The index's SQLite store (the truth).
         folder: Where ``SPACE.faiss`` files live.
         recipes: The recipes by name; ``forced`` names one to use whatever the size.
-        dim: The vector dimension (asked lazily: an empty index learns it from its model).
+        dim: A space's vector dimension (asked lazily: an empty index learns it from its model).
     """
 
     def __init__(
@@ -39,7 +39,7 @@ class SpaceSet:
         store: Store,
         folder: Path,
         recipes: dict[str, Recipe],
-        dim: Callable[[], int],
+        dim: Callable[[str], int],
         forced: str | None = None,
     ) -> None:
         self.store = store
@@ -110,7 +110,7 @@ class SpaceSet:
     def _agrees(self, space: str, vi: VectorIndex) -> bool:
         """Whether a loaded FAISS file holds what SQLite holds: dimension, count, and 8 vectors spread over
         the ids, each found as itself (a file copied from another space, or zeroed, fails this)."""
-        if vi.dim != self._dim() or vi.ntotal != self.store.count(space):
+        if vi.dim != self._dim(space) or vi.ntotal != self.store.count(space):
             return False
         span = self.store.id_range(space)
         if span is None:
@@ -131,7 +131,7 @@ class SpaceSet:
         if recipe.is_ivf and n < recipe.nlist(n):
             recipe = self.recipes["flat"]  # too few vectors to train cells (a forced recipe on tiny data)
         train = training_sample(recipe, ids, lambda: self.store.iter_vectors(space)) if recipe.is_ivf else None
-        return VectorIndex.build(self._dim(), recipe, self.store.iter_vectors(space), n, train)
+        return VectorIndex.build(self._dim(space), recipe, self.store.iter_vectors(space), n, train)
 
     def refresh(self) -> dict[str, int]:
         """Drop loaded indexes that another process's commits made stale (call in a snapshot).

@@ -40,6 +40,7 @@ class FakeEncoder:
     dim = DIM
     image_size = 512  # it averages whatever it gets; decoded at the default size
     audio_sample_rate = None  # no sound tower
+    audio_window_seconds = None
     feature_dims: dict[str, int] = {}  # nothing to train
     unfreezable = 0
 
@@ -99,6 +100,11 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MMSEARCH_INDEX", str(index))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    # no hub: a closed loopback port refuses at once (the machine has no internet anyway), and an empty
+    # cache, so every test sees what a user offline with nothing downloaded sees
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     return index
 
 

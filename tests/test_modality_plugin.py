@@ -3,7 +3,7 @@ own tower, stored, searched and served like the built-in ones, with no edit anyw
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from mmsearch import Engine, modalities
 from mmsearch.cli import app
-from mmsearch.encoders import Encoder, l2_normalize
+from mmsearch.encoders import IMAGE, l2_normalize
+from mmsearch.encoders.towers import Towers
 from mmsearch.errors import MediaError, QueryError
 from mmsearch.files import prefix_hash
 from mmsearch.modalities import NAME, BaseModality, Pending, ReadJob, Space
@@ -47,11 +48,12 @@ class LightSensor(BaseModality):
 
     name = "light"
     label = ("reading", "readings")
-    spaces = (Space("light"), Space("light", NAME, 0.5))
+    spaces = (Space("light", tower=IMAGE), Space("light", NAME, 0.5))  # its tower maps into the image space
     media_types = {".light": "text/csv"}
 
-    def indexable(self, encoder: Encoder) -> bool:
-        return encoder.dim == DIM  # its tower maps into the fake model's space
+    def indexable(self, towers: Towers) -> bool:
+        image = towers.get(IMAGE)
+        return image is not None and image.dim == DIM  # its tower maps into the fake model's space
 
     def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
         data = f.read(256)
@@ -60,15 +62,15 @@ class LightSensor(BaseModality):
         item.payload = rgb
         item.attrs.info = {"rgb": [int(v) for v in rgb]}
 
-    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+    def embed(self, batch: Sequence[Pending], towers: Towers, job: ReadJob) -> None:
         need = [x for x in batch if x.vector is None]
         if need:
             for x, v in zip(need, light_tower(np.stack([x.payload for x in need])), strict=True):
                 x.vector, x.payload, x.fresh = v, None, True
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
         try:
-            return light_tower(reading(Path(value).read_bytes())[None])
+            return {IMAGE: light_tower(reading(Path(value).read_bytes())[None])} if IMAGE in roles else {}
         except (OSError, MediaError) as e:
             raise QueryError(f"cannot use {value} as a light reading: {e}") from e
 

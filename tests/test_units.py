@@ -11,6 +11,7 @@ import pytest
 from conftest import FakeEncoder, solid
 
 from mmsearch.encoders import l2_normalize
+from mmsearch.encoders.towers import plain
 from mmsearch.errors import QueryError
 from mmsearch.modalities import CAPTION, NAME, OCR, Space, all_modalities, get, indexable, space
 from mmsearch.search import Query, QueryPart
@@ -32,7 +33,7 @@ def test_spaces_name_themselves_and_carry_their_modality_s_weights() -> None:
     assert space("video.frame") == Space("video", "frame")  # a space of a modality not registered: weight 1
     assert [m.name for m in all_modalities()][:3] == ["image", "text", "audio"]
     for m in all_modalities():  # every modality lists its own space first, then its extra kinds
-        assert m.spaces[0] == Space(m.name) and all(s.modality == m.name for s in m.spaces)
+        assert m.spaces[0].own and all(s.modality == m.name for s in m.spaces)
 
 
 # -- calibration and fusion ------------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def test_fusion_adds_extra_vectors_by_how_unusually_well_they_match() -> None:
     sample = l2_normalize(rng.standard_normal((50, 4)).astype(np.float32))
     cal = Calibration({"image": sample}, sample)
     query = Query(parts=[QueryPart("text", "x")], explain=True)
-    ranked = fuse(query, q[None], [1, 2], {1: "image", 2: "image"}, vectors, spaces_for, cal)
+    ranked = fuse(query, each(q[None]), [1, 2], {1: "image", 2: "image"}, vectors, spaces_for, cal)
     by_id = {r.id: r for r in ranked}
     assert by_id[1].score == pytest.approx(float(vectors[(1, "image")] @ q))  # nothing extra: the plain cosine
     mu_own, sd_own = cal.stats(0, Space("image"), q)
@@ -76,12 +77,16 @@ def test_fusion_adds_extra_vectors_by_how_unusually_well_they_match() -> None:
         assert total == pytest.approx(r.score, abs=1e-6)
 
 
+def each(qvecs: np.ndarray):  # noqa: ANN201 - every part's vector, the same in every space
+    return lambda part, space: qvecs[part]
+
+
 def test_negative_parts_subtract_and_weights_scale() -> None:
     a, b = unit(1, 0, 0, 0), unit(0, 1, 0, 0)
     vectors = {(1, "text"): unit(1, 1, 0, 0), (2, "text"): unit(1, 0, 0, 0)}
     cal = Calibration({}, np.zeros((0, 4), np.float32))
     parts = [QueryPart("text", "a", 2.0), QueryPart("text", "b", 1.0, negative=True)]
-    ranked = fuse(Query(parts=parts), np.stack([a, b]), [1, 2], {1: "text", 2: "text"}, vectors, {}, cal)
+    ranked = fuse(Query(parts=parts), each(np.stack([a, b])), [1, 2], {1: "text", 2: "text"}, vectors, {}, cal)
     s = {r.id: r.score for r in ranked}
     assert s[2] == pytest.approx(1.0)  # (2 * 1 - 1 * 0) / 2
     assert s[1] == pytest.approx((2 * float(vectors[(1, "text")] @ a) - float(vectors[(1, "text")] @ b)) / 2)
@@ -93,7 +98,7 @@ def test_the_other_fusions_rank_the_obvious_case_alike(fusion: str) -> None:
     vectors = {(i, "image"): unit(1, i, 0, 0) for i in range(1, 5)}
     cal = Calibration({"image": np.stack(list(vectors.values()))}, np.zeros((0, 4), np.float32))
     query = Query(parts=[QueryPart("text", "x")], fusion=fusion)
-    ranked = fuse(query, q[None], [4, 2, 3, 1], dict.fromkeys(range(1, 5), "image"), vectors,
+    ranked = fuse(query, each(q[None]), [4, 2, 3, 1], dict.fromkeys(range(1, 5), "image"), vectors,
                   {"image": [Space("image")]}, cal)  # fmt: skip
     assert [r.id for r in ranked] == [1, 2, 3, 4]
 
@@ -162,7 +167,7 @@ def test_the_ingest_stages_read_embed_and_write_one_batch(tmp_path: Path) -> Non
     job = ReadJob(lambda h: store.reusable(h, "image"), opener, 512)
     decoded = [got for _, got in Decoder({"image": image}, {"image": job}, opener, 2, 4).run(found.candidates)]
     assert all(x.payload is not None and x.vector is None and len(x.content_hash) == 40 for x in decoded)
-    embed_batch(image, decoded, enc, job)
+    embed_batch(image, decoded, plain(enc), job)
     by_name = {Path(x.path).name: x for x in decoded}
     beach = by_name["golden_retriever_beach.jpg"]
     assert beach.caption == "a red ball" and set(beach.extras) == {"image.caption", "image.name"}
@@ -180,7 +185,7 @@ def test_the_ingest_stages_read_embed_and_write_one_batch(tmp_path: Path) -> Non
 def test_targets_default_to_what_leads_the_query_and_any_lists_every_indexable_kind() -> None:
     from mmsearch.search.stages import resolve_targets
 
-    enc = FakeEncoder()
+    enc = plain(FakeEncoder())
     assert [m.name for m in indexable(enc)] == ["image", "text", "audio", "video"]  # audio: through speech
     assert resolve_targets(None, enc) == ["image"]
     assert resolve_targets(None, enc, "audio") == ["audio"]

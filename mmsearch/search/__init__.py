@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mmsearch.encoders import TEXT, Encoder
+from mmsearch.encoders import TEXT
+from mmsearch.encoders.towers import Towers
 from mmsearch.errors import QueryError
 from mmsearch.modalities import get, space
 from mmsearch.search import stages
@@ -29,13 +30,13 @@ class Searcher:
     Args:
         store: The index's SQLite store.
         index: Its FAISS indexes.
-        encoder: Returns the index's encoder (loaded on first use).
+        towers: Returns the index's towers (loaded on first use).
     """
 
-    def __init__(self, store: Store, index: SpaceSet, encoder: Callable[[], Encoder]) -> None:
+    def __init__(self, store: Store, index: SpaceSet, towers: Callable[[], Towers]) -> None:
         self.store = store
         self.index = index
-        self._encoder = encoder
+        self._towers = towers
         self._samples: dict[str, tuple[tuple[str, int], np.ndarray]] = {}
         self._reference: np.ndarray | None = None
 
@@ -50,13 +51,14 @@ class Searcher:
             return self._run(query, self.index.refresh())
 
     def _run(self, query: Query, gens: dict[str, int]) -> list[Hit]:
-        encoder = self._encoder()
-        qvecs = stages.embed_parts(encoder, query.parts)
+        towers = self._towers()
         present = self.index.present(gens)
-        plan = stages.plan(query, encoder, present, self.store)
+        plan = stages.plan(query, towers, present, self.store)
+        qvecs = stages.embed_parts(towers, query.parts, plan.roles)
+        stages.check_comparable(qvecs, plan, towers)
         if plan.allowed is not None and plan.allowed.size == 0:
             return []
-        calibration = self.calibration(plan, present, gens, encoder)
+        calibration = self.calibration(plan, present, gens, towers)
         want = query.offset + query.k
         fetch = max(50, 4 * want)
         while True:
@@ -68,15 +70,17 @@ class Searcher:
         return stages.hits(query, qvecs, ranked, self.store)
 
     # -- calibration ------------------------------------------------------------------------------------
-    def calibration(self, plan: stages.Plan, present: set[str], gens: dict[str, int], encoder: Encoder) -> Calibration:
+    def calibration(self, plan: stages.Plan, present: set[str], gens: dict[str, int], towers: Towers) -> Calibration:
         """Samples of each planned space, and the text population (samples of every text-like space plus
         the reference phrases) that text-derived spaces are calibrated against."""
         samples = {s.name: self._sample(s.name, gens) for s in plan.spaces}
-        return Calibration(samples, self._text_population(present, gens, encoder))
+        text_like = frozenset(s.name for s in plan.spaces if s.own and _text_like(s.modality))
+        return Calibration(samples, self._text_population(present, gens, towers), text_like)
 
-    def _text_population(self, present: set[str], gens: dict[str, int], encoder: Encoder) -> np.ndarray:
-        if TEXT not in encoder.modalities:
-            return np.zeros((0, encoder.dim), dtype=np.float32)
+    def _text_population(self, present: set[str], gens: dict[str, int], towers: Towers) -> np.ndarray:
+        encoder = towers.get(TEXT)
+        if encoder is None:
+            return np.zeros((0, towers.primary.dim), dtype=np.float32)
         if self._reference is None:
             self._reference = encoder.encode_text(list(REFERENCE_TEXTS))
         parts = [self._reference]

@@ -21,13 +21,13 @@ once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from mmsearch.encoders import TEXT
 from mmsearch.modalities import Space
 from mmsearch.search.query import Query
 
@@ -60,29 +60,58 @@ DEFAULT_SPREAD = 0.1  # a cosine spread to assume when a space is too small to m
 class Calibration:
     """Similarity statistics of each query part: per own space (a sample of its vectors), and one
     shared population for every text-derived vector (captions, names, OCR text, notes, and
-    REFERENCE_TEXTS), so a space holding three captions is calibrated like one holding thousands."""
+    REFERENCE_TEXTS), so a space holding three captions is calibrated like one holding thousands.
 
-    def __init__(self, samples: dict[str, np.ndarray], text_population: np.ndarray) -> None:
+    Args:
+        samples: Space name -> a sample of its vectors.
+        text_population: The text population (in the text tower's space).
+        text_like: Own spaces whose vectors are text (notes): calibrated against the text population when
+            scores of several modalities are put on one scale.
+    """
+
+    def __init__(
+        self, samples: dict[str, np.ndarray], text_population: np.ndarray, text_like: frozenset[str] = frozenset()
+    ) -> None:
         self.samples = samples
         self.text_population = text_population
+        self.text_like = text_like
         self._stats: dict[tuple[int, str], tuple[float, float]] = {}
 
-    def stats(self, part: int, space: Space, q: np.ndarray) -> tuple[float, float]:
-        key = (part, "text-derived" if space.text_derived else space.name)
+    def stats(self, part: int, space: Space, q: np.ndarray, as_text: bool = False) -> tuple[float, float]:
+        """(mean, spread) of part ``part``'s similarity over ``space``'s population; ``as_text``: a text-like
+        own space over the text population."""
+        population = space.text_derived or (as_text and space.name in self.text_like)
+        key = (part, "text-derived" if population else space.name)
         if key not in self._stats:
-            sample = self.text_population if space.text_derived else self.samples.get(space.name)
-            if sample is None or len(sample) == 0:
+            sample = self.text_population if population else self.samples.get(space.name)
+            if sample is None or len(sample) == 0 or sample.shape[1] != q.shape[0]:
                 self._stats[key] = (0.0, DEFAULT_SPREAD)
             else:
-                sims = sample @ q
+                sims = (sample @ q).astype(np.float64)  # summed in float64: the same in any row order
                 spread = float(sims.std()) if len(sims) >= MIN_SAMPLE else DEFAULT_SPREAD
                 self._stats[key] = (float(sims.mean()), max(spread, 1e-3))
         return self._stats[key]
 
 
+QueryVector = Callable[[int, Space], "np.ndarray | None"]
+
+
+def primary_space(spaces: Sequence[Space], kind: str, held: Callable[[Space], bool]) -> Space | None:
+    """The space that stands for an item against a query part of ``kind``: a space that answers that kind
+    (a recording's sound space for a query sound) when the item has a vector there, else its own."""
+    for space in spaces:
+        if kind in space.answers and held(space):
+            return space
+    return next((s for s in spaces if s.own), None)
+
+
+def _holds(vectors: Mapping[tuple[int, str], np.ndarray], c: int, space: Space) -> bool:
+    return (c, space.name) in vectors
+
+
 def fuse(
     query: Query,
-    qvecs: np.ndarray,
+    qvec: QueryVector,
     candidates: Sequence[int],
     modality_of: dict[int, str],
     vectors: dict[tuple[int, str], np.ndarray],
@@ -92,18 +121,27 @@ def fuse(
 ) -> list[Scored]:
     """Score candidates (see the module docstring); best first, ties by id.
 
+    ``qvec(part, space)``: the part's vector in that space's tower, None where it cannot be compared.
     ``moments``: for items of modalities that rank by their best moment (a video's frames and spoken
-    segments), those segments' vectors; the item's own similarity is then the best of its own vector's and
-    its moments', so the one scene of a film that matches counts in full.
+    segments), those segments' vectors in the own space's tower; the item's own similarity is then the best
+    of its own vector's and its moments', so the one scene of a film that matches counts in full.
+
+    With several target modalities, each part's score of an item is put in the units of the item's own space
+    ((s - mean) / spread of that space's population; notes: of the text population), so a note that matches
+    unusually well outranks a picture that matches as pictures usually do.
     """
     parts = query.parts
     moments = moments or {}
+    several = len(spaces_for) > 1 and query.fusion != "rrf"
 
     def similarity(c: int, space: Space, v: np.ndarray, q: np.ndarray) -> float:
         sim = float(v @ q)
-        if space.own and c in moments:
+        if space.own and c in moments and moments[c].shape[1] == q.shape[0]:
             sim = max(sim, float((moments[c] @ q).max()))
         return sim
+
+    def usable(space: Space, kind: str) -> bool:
+        return not space.answers or kind in space.answers
 
     norm = sum(p.weight for p in parts if not p.negative)
     # rank lists for rrf: per (part, space), candidates holding a vector there, by similarity
@@ -111,36 +149,45 @@ def fuse(
     if query.fusion == "rrf":
         for pi in range(len(parts)):
             for space in {s for spaces in spaces_for.values() for s in spaces}:
-                if space.text_derived and parts[pi].kind != TEXT:
+                q = qvec(pi, space)
+                if q is None or not usable(space, parts[pi].kind):
                     continue
                 held = [
-                    (similarity(c, space, vectors[(c, space.name)], qvecs[pi]), c)
+                    (similarity(c, space, vectors[(c, space.name)], q), c)
                     for c in candidates
                     if (c, space.name) in vectors
                 ]
                 if space.text_derived:
                     # a sparse list (3 captions) would rank an irrelevant caption first: an extra
                     # vector votes only when it matches better than text in general does
-                    mu, _ = calibration.stats(pi, space, qvecs[pi])
+                    mu, _ = calibration.stats(pi, space, q)
                     held = [h for h in held if h[0] > mu]
                 held.sort(key=lambda t: (-t[0], t[1]))
                 ranks[(pi, space.name)] = {c: r for r, (_, c) in enumerate(held, start=1)}
     out = []
     for c in candidates:
         modality = modality_of[c]
-        own = Space(modality)
+        spaces = spaces_for.get(modality) or [Space(modality)]
         total = 0.0
         detail: list[dict[str, Any]] = []
         for pi, part in enumerate(parts):
-            q = qvecs[pi]
             sign = -1.0 if part.negative else 1.0
-            mu_own, sd_own = calibration.stats(pi, own, q)
+            primary = primary_space(spaces, part.kind, partial(_holds, vectors, c))
             rows: list[dict[str, Any]] = []
-            for space in spaces_for.get(modality, [own]):
-                if space.text_derived and part.kind != TEXT:
-                    continue  # pictures and sounds as queries compare with items' own vectors only
+            q_primary = qvec(pi, primary) if primary is not None else None
+            mu_own, sd_own = (
+                calibration.stats(pi, primary, q_primary, as_text=several)
+                if primary is not None and q_primary is not None
+                else (0.0, DEFAULT_SPREAD)
+            )
+            for space in spaces:
+                if space.own and primary is not None and space != primary:
+                    continue  # another space answers this kind of query for this item
+                if space.answers and space != primary:
+                    continue
+                q = qvec(pi, space)
                 v = vectors.get((c, space.name))
-                if v is None:
+                if q is None or v is None:
                     continue
                 sim = similarity(c, space, v, q)
                 weight = space.weight
@@ -149,21 +196,33 @@ def fuse(
                 if query.fusion == "rrf":
                     rank = ranks.get((pi, space.name), {}).get(c)
                     value = weight / (RRF_K + rank) if rank else 0.0
-                elif space.own:
+                elif space == primary:
                     value = sim
                 elif query.fusion == "sum":
                     value = weight * sd_own * z
                 else:  # max: the best vector, each calibrated into the own space's units
                     value = mu_own + sd_own * weight * z
                 rows.append({"space": space.name, "similarity": sim, "z": z, "weight": weight, "value": value})
-            if query.fusion == "max":
-                s_p = max((r["value"] for r in rows), default=0.0)
+            if not rows:
+                s_p = 0.0
+            elif query.fusion == "max":
+                s_p = max(r["value"] for r in rows)
                 for r in rows:
                     r["contribution"] = r["value"] if r["value"] == s_p else 0.0
             else:
                 s_p = sum(r["value"] for r in rows)
                 for r in rows:
                     r["contribution"] = r["value"]
+            if several and rows:
+                # one scale for every modality: the own space's z units (a note's: the text population's)
+                scaled = (s_p - mu_own) / sd_own
+                for r in rows:
+                    if query.fusion == "max":
+                        r["contribution"] = scaled if r["contribution"] else 0.0
+                    else:
+                        shift = mu_own if primary is not None and r["space"] == primary.name else 0.0
+                        r["contribution"] = (r["contribution"] - shift) / sd_own
+                s_p = scaled
             factor = sign * part.weight / norm
             for r in rows:
                 r["contribution"] *= factor

@@ -50,7 +50,7 @@ def create_app(
         raise MmsearchError("the token is empty: give a real one, or none (loopback only) — never an empty string")
     hosts = hosts_for(host, allowed_hosts)
     engine = Engine.open(index)
-    engine.encoder  # noqa: B018 - load the model now: the first request should not pay for it
+    engine.towers  # noqa: B018 - load the model now: the first request should not pay for it
     app = FastAPI(
         title="mmsearch",
         version="0.1.0",

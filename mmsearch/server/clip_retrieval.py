@@ -84,7 +84,7 @@ def knn(s: ServerState, body: dict[str, Any], base_url: str) -> list[dict[str, A
                 raise HTTPException(e.status, str(e)) from e
             parts.append(QueryPart(IMAGE, uploads.file(fetched)))
         if body.get("embedding_input") is not None:
-            dim = s.engine.encoder.dim
+            dim = s.engine.dim_of(modality)
             given = body["embedding_input"]
             numbers = isinstance(given, list) and all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in given

@@ -48,6 +48,9 @@ class EmbedIn(BaseModel):
     text: str | list[str] | None = None
     image: str | None = Field(None, description="base64 image file")
     audio: str | None = Field(None, description="base64 audio file")
+    target: str | None = Field(
+        None, description="the modality whose space the vectors are for (default: the input's own; composites)"
+    )
 
 
 class OpenAIEmbeddingsIn(BaseModel):

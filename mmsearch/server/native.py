@@ -87,7 +87,7 @@ def embed(body: EmbedIn, s: State) -> dict[str, Any]:
         else:
             raise HTTPException(422, "give text, image or audio")
         with s.lock:
-            vecs = s.engine.embed(kind, values)
+            vecs = s.engine.embed(kind, values, target=body.target)
     return {"model": s.engine.model_name, "dim": int(vecs.shape[1]), "vectors": vecs.tolist()}
 
 

@@ -285,8 +285,12 @@ class Store:
             data, item = row
             attrs = attrs_of(item)
             item_id = item.id
+            others = s.execute(
+                select(Vector.space, Vector.data).where(Vector.item_id == item_id, Vector.space != modality)
+            ).all()
         vec = np.frombuffer(data, dtype=np.float32).copy()
-        return Reusable(vec, attrs, self.segments(item_id))
+        extras = {str(sp): np.frombuffer(d, dtype=np.float32).copy() for sp, d in others}
+        return Reusable(vec, attrs, self.segments(item_id), extras)
 
     def segments(self, item_id: int) -> list[SegmentRecord]:
         """An item's segments in time order (none for most kinds)."""
@@ -417,17 +421,21 @@ class Store:
         return out
 
     def sample_vectors(self, space: str, n: int = 1000) -> np.ndarray:
-        """Up to ``n`` vectors of a space, spread over it (for score calibration)."""
+        """Up to about ``n`` vectors of a space, for score calibration: chosen by content (the items whose
+        content hash falls under a cut), never by id, so an index rebuilt in another order (after a crash,
+        from another walk) calibrates, and so scores, exactly alike."""
         with self._session() as s:
             total = s.scalar(select(func.count()).select_from(Vector).where(Vector.space == space)) or 0
             if total == 0:
                 return np.zeros((0, 0), dtype=np.float32)
-            step = max(1, total // n)
-            rows = s.execute(
-                select(Vector.data).where(Vector.space == space).where(func.abs(Vector.item_id) % step == 0).limit(n)
-            ).all()
-            if len(rows) < min(n, total) // 2:  # ids unevenly spread: take the first n
-                rows = s.execute(select(Vector.data).where(Vector.space == space).limit(n)).all()
+            query = select(Vector.data).where(Vector.space == space)
+            if total > n:
+                prefix = func.substr(Item.content_hash, 1, 4)  # 16 bits of a hex digest: uniform
+                cut = f"{min(0xFFFF, int(0x10000 * n / total)):04x}"
+                query = query.join(Item, Item.id == Vector.item_id).where(prefix < cut)
+            rows = s.execute(query).all()
+            if not rows:  # all hashes above the cut (a handful of items): take them all
+                rows = s.execute(select(Vector.data).where(Vector.space == space)).all()
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
 
     def spaces(self) -> list[str]:

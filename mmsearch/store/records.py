@@ -59,6 +59,7 @@ class Reusable(NamedTuple):
     vector: np.ndarray
     attrs: Attrs
     segments: Sequence[SegmentRecord] = ()
+    extras: dict[str, np.ndarray] = {}  # space name -> vector: its other vectors (the modality keeps some)
 
 
 @dataclass(frozen=True)
