@@ -31,7 +31,7 @@ ROLES = (IMAGE, TEXT, AUDIO, "sound")
 SOUND = "sound"
 # Named composites (``mmsearch models`` lists them): a tower per modality.
 # ``auto`` is the default of a new index when its weights can be had (README "Models": MobileCLIP2-S0 beats
-# ViT-B-32 on ImageNet zero-shot, 71.5 % vs 66.6 %, at 0.8x its image FLOPs measured here).
+# ViT-B-32 on ImageNet zero-shot, 71.5 % vs 66.6 %, at 0.54x its image multiply-adds and 0.93x its speed here).
 COMPOSITES: dict[str, str] = {
     "auto": "image=openclip:MobileCLIP2-S0/dfndr2b,audio=clap:laion/clap-htsat-unfused",
     "auto-large": "image=openclip:MobileCLIP2-S2/dfndr2b,audio=clap:laion/clap-htsat-unfused",
