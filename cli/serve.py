@@ -37,6 +37,16 @@ def serve(
             help="With --allow-url-fetch: also fetch from loopback and private networks (a trusted LAN only).",
         ),
     ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            help="A web origin whose pages may call this API from a browser, e.g. clip-retrieval's front end "
+            "at http://localhost:3000 (repeatable; '*' for any). None by default. With --token, the page must "
+            "still send the token.",
+            show_default=False,
+        ),
+    ] = None,
     allow_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -78,6 +88,7 @@ def serve(
                 allow_url_fetch=allow_url_fetch,
                 host=host,
                 allowed_hosts=allow_host or (),
+                cors_origins=cors_origin or (),
                 allow_private_urls=allow_private_urls,
             )
         err_console.print(f"mmsearch serving {app.state.engine.dir} on http://{host}:{port}  (Ctrl-C stops)")

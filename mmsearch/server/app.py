@@ -28,6 +28,7 @@ def create_app(
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
     allow_private_urls: bool = False,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The FastAPI app serving the index at ``index`` (default: ``$MMSEARCH_INDEX`` or the data dir).
 
@@ -39,6 +40,8 @@ def create_app(
             loopback address) in their ``Host`` header, which stops DNS rebinding; any name is accepted on
             a wildcard address (``0.0.0.0``) unless ``allowed_hosts`` lists them.
         allowed_hosts: More host names requests may use.
+        cors_origins: Origins whose web pages may call the API (``https://front.example``; ``*`` for any):
+            CORS headers for them, preflights answered. None by default.
 
     Raises:
         IndexNotFoundError: no index there.
@@ -68,7 +71,7 @@ def create_app(
         allow_url_fetch=allow_url_fetch,
         allow_private_urls=allow_private_urls,
     )
-    install(app, hosts, max_body_bytes)
+    install(app, hosts, max_body_bytes, cors_origins)
     guarded = [Depends(token_guard(token))]
     for router in (native.router, clip_retrieval.router, openai_compat.router, page.docs):
         app.include_router(router, dependencies=guarded)

@@ -66,8 +66,19 @@ def secured(response: Any) -> Any:
     return response
 
 
-def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int) -> None:
-    """The middleware and error handlers of the app."""
+# Bodies sent as these types are read as JSON: clip-retrieval's front end posts JSON as text/plain (a
+# "simple" request, no preflight), and `curl -d` sends it as a form.
+JSON_AS = ("", "text/plain", "application/x-www-form-urlencoded")
+
+
+def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int, cors_origins: Sequence[str] = ()) -> None:
+    """The middleware and error handlers of the app.
+
+    Args:
+        cors_origins: Origins whose pages may call the API from a browser (CORS); none by default. A
+            preflight is answered before the token is asked for (browsers send none on it); the request
+            itself still needs the token.
+    """
 
     @app.middleware("http")
     async def guard_request(request: Request, call_next: Any) -> Any:
@@ -96,7 +107,23 @@ def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int) -> None:
             except TimeoutError:
                 return secured(JSONResponse({"detail": "request body too slow"}, status_code=408))
             request._body = bytes(body)  # starlette reads it from here
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if body and media in JSON_AS:  # JSON whatever the type says (routes take JSON or nothing)
+                headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+                request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
         return secured(await call_next(request))
+
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        # added last, so outermost: a preflight is answered before the Host check and the token
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
 
     @app.exception_handler(MmsearchError)
     async def mmsearch_error(_request: Request, exc: MmsearchError) -> JSONResponse:
