@@ -1,0 +1,1 @@
+"""Adapters for the libraries LLM applications use: :mod:`mmsearch.integrations.langchain`."""
