@@ -231,3 +231,32 @@ def test_the_search_page_in_a_headless_browser(server: Server) -> None:
         finally:
             browser.close()
     assert (ARTIFACTS / "search-page.png").stat().st_size > 10_000
+
+
+def test_the_api_docs_render_with_no_network(server: Server) -> None:
+    """Swagger UI's files come from the server itself (swagger-ui-bundle-v2), never a CDN."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the docs test drives Debian's chromium: apt install chromium"
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+
+            def only_loopback(route) -> None:  # noqa: ANN001 - playwright's Route
+                if route.request.url.startswith(server.url):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_loopback)
+            page.goto(f"{server.url}/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+            assert page.locator(".swagger-ui .info .title").inner_text().startswith("mmsearch")
+            page.wait_for_selector("text=/knn-service")  # the operations rendered from /openapi.json
+        finally:
+            browser.close()
+    assert outside == []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from mmsearch.server.security import page_csp
@@ -28,6 +29,30 @@ def favicon() -> Response:
     return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
+# Swagger UI's files, served from the swagger-ui-bundle-v2 package so /docs works with no network
+SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+
+
+def _swagger_dir() -> Path | None:
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    folder = Path(swagger_ui_bundle.swagger_ui_path)
+    return folder if all((folder / name).is_file() for name in SWAGGER_ASSETS) else None
+
+
+@router.get("/docs/assets/{name}")
+def swagger_asset(name: str) -> Response:
+    """Swagger UI's own script and style (public library files: no token, like the page)."""
+    folder = _swagger_dir()
+    if folder is None or name not in SWAGGER_ASSETS:
+        raise HTTPException(404, "no such asset")
+    return Response(
+        (folder / name).read_bytes(), media_type=SWAGGER_ASSETS[name], headers={"Cache-Control": "max-age=86400"}
+    )
+
+
 @docs.get("/openapi.json")
 def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
@@ -39,4 +64,12 @@ def swagger(request: Request) -> HTMLResponse:
 
     given = request.query_params.get("token")
     url = "/openapi.json" + (f"?token={quote(given)}" if given else "")
-    return get_swagger_ui_html(openapi_url=url, title="mmsearch API")
+    if _swagger_dir() is None:  # the package is missing: Swagger UI's CDN, as FastAPI does by default
+        return get_swagger_ui_html(openapi_url=url, title="mmsearch API")
+    return get_swagger_ui_html(
+        openapi_url=url,
+        title="mmsearch API",
+        swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs/assets/swagger-ui.css",
+        swagger_favicon_url="/favicon.svg",
+    )
