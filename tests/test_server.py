@@ -260,3 +260,52 @@ def test_the_api_docs_render_with_no_network(server: Server) -> None:
         finally:
             browser.close()
     assert outside == []
+
+
+def test_a_phone_searches_by_an_uploaded_photo(server: Server, library, tmp_path: Path) -> None:
+    """No drag and drop on a phone: the page's upload button sends the picture, and its twin comes first."""
+    from playwright.sync_api import sync_playwright
+
+    root, _ = library
+    twin = tmp_path / "IMG_0001.jpg"  # the cat re-encoded at another size: what a phone's camera roll holds
+    Image.open(root / "cat.png").convert("RGB").resize((300, 200)).save(twin, quality=80)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the page test drives Debian's chromium: apt install chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+            errors: list[str] = []
+            phone.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            phone.goto(server.url)
+            assert phone.locator("#pick-label").is_visible()
+            phone.set_input_files("#pick", str(twin))
+            wait_js(phone, "document.querySelector('.hit .name')?.textContent === 'cat.png'")
+            assert phone.locator("#example img").is_visible()
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_a_sound_hit_plays_in_the_page_from_the_moment_that_matched(server: Server) -> None:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the page test drives Debian's chromium: apt install chromium"
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        try:
+            page = browser.new_page()
+            page.goto(server.url)
+            page.click("text=Sounds")
+            page.fill("#q", "when is the budget meeting")
+            page.press("#q", "Enter")
+            wait_js(page, "document.querySelector('.hit audio') !== null")
+            assert page.locator(".hit .name").first.inner_text() == "budget.ogg"
+            page.evaluate(
+                "document.querySelector('.hit audio').muted = true; document.querySelector('.hit audio').play()"
+            )
+            wait_js(page, "document.querySelector('.hit audio').currentTime > 0.3")  # served with ranges, and it plays
+        finally:
+            browser.close()
