@@ -127,7 +127,7 @@ def index(
                 progress.update(task, rate=f"{t.speed:.1f} files/s")
 
         with Engine.open(index_dir, model=model, create=True, recipe=recipe) as engine:
-            load_towers(engine, quiet or json_out)  # first, so the bar measures embedding
+            _load_model(engine, quiet or json_out)  # first, so the bar measures embedding
             options = IndexOptions(batch_size, workers, hidden, follow_symlinks, ocr, wait)
             with progress:
                 report = engine.index(paths, options, hooks=IngestHooks(skip=skip, start=start, advance=advance))
@@ -157,7 +157,7 @@ def index(
             raise typer.Exit(SKIPPED_EXIT)
 
 
-def load_towers(engine: Engine, quiet: bool) -> None:
+def _load_model(engine: Engine, quiet: bool) -> None:
     """Load the index's model under a spinner that shows what is being downloaded into the hub cache."""
     import threading
 

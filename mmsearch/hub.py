@@ -79,7 +79,7 @@ def downloaded_bytes() -> int:
     """Bytes in the hub cache's model blobs, partial downloads (``*.incomplete``) included: what a progress
     display polls while a model loads (huggingface_hub's own bars are kept off the terminal)."""
     total = 0
-    root = os.path.join(cache_dir())
+    root = cache_dir()
     with contextlib.suppress(OSError):
         for repo in os.scandir(root):
             if not repo.name.startswith("models--"):

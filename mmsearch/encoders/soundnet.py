@@ -9,6 +9,7 @@ conv5, and two conv8 heads trained to mimic ImageNet-1000 object and Places-401 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,11 @@ def _conv(torch: Any, w: np.ndarray, b: np.ndarray, stride: int, padding: int) -
     return conv
 
 
+@functools.cache
 def load_soundnet() -> Any:
     """SoundNet-8 as a torch module: ``forward(wave[n, 1, t]) -> ([conv4, conv5, conv7], imagenet logits)``.
+
+    One per process (57 MB of weights, inference only): builtin's sound tower and ``soundsim`` share it.
 
     Raises:
         ModelError: the ``soundnet`` package (weights) is not installed or unreadable.

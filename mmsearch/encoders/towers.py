@@ -62,11 +62,6 @@ class Towers:
         return enc
 
     @property
-    def single(self) -> bool:
-        """One encoder in every role: every space is the same space."""
-        return len({id(e) for e in self.roles.values()}) <= 1
-
-    @property
     def fingerprint(self) -> str:
         """A plain model's own fingerprint (what indexes always recorded); a composite's hashes its towers'."""
         if not self.composite:
@@ -119,7 +114,7 @@ def parse_composite(spec: str) -> dict[str, str]:
     return out
 
 
-def fill(name: str, given: Mapping[str, Encoder], sound_of: Mapping[str, Encoder] | None = None) -> Towers:
+def fill(name: str, given: Mapping[str, Encoder]) -> Towers:
     """The towers of a composite: the roles given, and the others from encoders that can fill them."""
     roles = dict(given)
     if TEXT not in roles:
@@ -128,7 +123,7 @@ def fill(name: str, given: Mapping[str, Encoder], sound_of: Mapping[str, Encoder
                 roles[TEXT] = roles[source]
                 break
     if SOUND not in roles and AUDIO in roles and AUDIO in roles[AUDIO].modalities:
-        roles[SOUND] = (sound_of or {}).get(AUDIO, roles[AUDIO])
+        roles[SOUND] = roles[AUDIO]  # the sound tower is its own sound-to-sound space
     for role, enc in roles.items():
         needs = TEXT if role == TEXT else IMAGE if role == IMAGE else AUDIO
         if needs not in enc.modalities and not (role == AUDIO and TEXT in enc.modalities):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from mmsearch.encoders import AUDIO, TEXT, l2_normalize
+from mmsearch.encoders.towers import SOUND as SOUND_ROLE  # the towers' sound-to-sound role
 from mmsearch.errors import MediaError, ModelError, QueryError
 from mmsearch.files import hash_stream
 from mmsearch.modalities.audio_io import Source, audio_exts, probe, windows
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 SPEECH = "speech"
 SOUND = "sound"
-SOUND_ROLE = "sound"  # the towers' sound-to-sound role
 SPEECH_RATE = 16000  # Whisper's
 # Share of the sound vector in the item vector of a recording with speech. Zero: builtin's zero-shot
 # sound vectors are at chance on real sounds (bench/bench_audio.py), and mixing them in pulled

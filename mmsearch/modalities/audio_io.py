@@ -62,9 +62,9 @@ def opened(source: Source) -> Iterator[BinaryIO]:
         yield source
 
 
-# Signatures of common files that are not audio, checked before any decoder sees the bytes
-# (decoders print to stderr, and some "find" an MPEG frame in almost anything).
-_NOT_AUDIO = (
+# Signatures of common files that are neither sound nor film, checked before any decoder sees the bytes
+# (decoders print to stderr, some "find" an MPEG frame in almost anything, PyAV opens a PNG as a film).
+_NOT_MEDIA = (
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
@@ -73,6 +73,14 @@ _NOT_AUDIO = (
     (b"<!DOCTYPE", "an HTML page"),
     (b"<html", "an HTML page"),
 )
+
+
+def known_other(head: bytes) -> str | None:
+    """What a file's first bytes show it to be when it is a common kind that is not media (None: none)."""
+    for magic, what in _NOT_MEDIA:
+        if head.startswith(magic) or head.lstrip().lower().startswith(magic.lower()):
+            return what
+    return None
 
 
 def sniff(source: Source) -> None:
@@ -88,9 +96,9 @@ def sniff(source: Source) -> None:
             raise MediaError(f"cannot read: {e.strerror or e}") from e
     if not head:
         raise MediaError("empty file")
-    for magic, what in _NOT_AUDIO:
-        if head.startswith(magic) or head.lstrip().lower().startswith(magic.lower()):
-            raise MediaError(f"not audio: the file is {what}")
+    what = known_other(head)
+    if what is not None:
+        raise MediaError(f"not audio: the file is {what}")
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:

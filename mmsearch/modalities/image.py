@@ -120,6 +120,22 @@ class PixelBudget:
 PIXELS = PixelBudget(PIXEL_BUDGET)
 
 
+@contextlib.contextmanager
+def _pillow() -> Iterator[None]:
+    """Pillow's warnings off the terminal, a decompression bomb refused, and its errors as one MediaError line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels are fine
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except UnidentifiedImageError as e:
+        raise MediaError("not a readable image") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MediaError("image too large (decompression bomb)") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise MediaError(f"broken image ({e})") from e
+
+
 def image_formats() -> tuple[str, ...]:
     return IMAGE_FORMATS + HEIF_FORMATS if heif_available() else IMAGE_FORMATS
 
@@ -134,17 +150,8 @@ def check_image(f: BinaryIO) -> None:
         MediaError: not an image of IMAGE_FORMATS, or over MAX_PIXELS.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f, formats=image_formats()) as im:
-                width, height = im.size
-    except UnidentifiedImageError as e:
-        raise MediaError("not a readable image") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise MediaError("image too large (decompression bomb)") from e
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise MediaError(f"broken image ({e})") from e
+        with _pillow(), Image.open(f, formats=image_formats()) as im:
+            width, height = im.size
     finally:
         f.seek(0)
     if width * height > MAX_PIXELS:
@@ -166,45 +173,34 @@ def decode_image(source: bytes | BinaryIO, size: int = DECODE_SIZE) -> DecodedIm
         if not source:
             raise MediaError("empty file")
         source = io.BytesIO(source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels are fine
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im: Image.Image = Image.open(source, formats=image_formats())
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise MediaError(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,})")
-            if im.format in ("JPEG", "MPO"):
-                im.draft("RGB", (size, size))
-            with PIXELS.hold(im.size[0] * im.size[1]):
-                im.load()  # the full decode: truncation surfaces here
-                exif = im.getexif()  # after load: a PNG's eXIf chunk may follow its pixels (getexif loads them)
-                orientation = exif.get(0x0112, 1)
-                taken_at = exif_time(exif)
-                if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                    im = im.convert("I")
-                if im.mode == "I":
-                    im = im.point(lambda v: v * (1 / 256)).convert("L")  # 16-bit grey -> 8-bit
-                if im.mode not in _REDUCIBLE:
-                    im = im.convert("RGB")
-                factor = max(im.size) // (2 * size)
-                if factor >= 2:
-                    im = im.reduce(factor)  # cheap box filter; the thumbnail below smooths the rest
+    with _pillow():
+        im: Image.Image = Image.open(source, formats=image_formats())
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise MediaError(f"image too large ({width}x{height} pixels, limit {MAX_PIXELS:,})")
+        if im.format in ("JPEG", "MPO"):
+            im.draft("RGB", (size, size))
+        with PIXELS.hold(im.size[0] * im.size[1]):
+            im.load()  # the full decode: truncation surfaces here
+            exif = im.getexif()  # after load: a PNG's eXIf chunk may follow its pixels (getexif loads them)
+            orientation = exif.get(0x0112, 1)
+            taken_at = exif_time(exif)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                im = im.convert("I")
+            if im.mode == "I":
+                im = im.point(lambda v: v * (1 / 256)).convert("L")  # 16-bit grey -> 8-bit
+            if im.mode not in _REDUCIBLE:
                 im = im.convert("RGB")
-                if max(im.size) > 2 * size:
-                    im.thumbnail((2 * size, 2 * size), Image.Resampling.BICUBIC)
-            if orientation in _ORIENT:
-                im = im.transpose(_ORIENT[orientation])
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-    except MediaError:
-        raise
-    except UnidentifiedImageError as e:
-        raise MediaError("not a readable image") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise MediaError("image too large (decompression bomb)") from e
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise MediaError(f"broken image ({e})") from e
+            factor = max(im.size) // (2 * size)
+            if factor >= 2:
+                im = im.reduce(factor)  # cheap box filter; the thumbnail below smooths the rest
+            im = im.convert("RGB")
+            if max(im.size) > 2 * size:
+                im.thumbnail((2 * size, 2 * size), Image.Resampling.BICUBIC)
+        if orientation in _ORIENT:
+            im = im.transpose(_ORIENT[orientation])
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
     if width * height >= 16_000_000:
         trim_memory()  # hand a big decode's memory back (a server must not keep its peak)
     return DecodedImage(im, width, height, taken_at)
@@ -285,7 +281,8 @@ class ImageModality(BaseModality):
                 raise QueryError(f"cannot use {value} as a query image: {e}") from e
         else:
             picture = value.convert("RGB")
-        return {r: enc.encode_image([picture]) for r, enc in reach.items()}
+        by_encoder = {id(enc): enc.encode_image([picture]) for enc in reach.values()}  # one call per encoder
+        return {r: by_encoder[id(enc)] for r, enc in reach.items()}
 
     def about(self, metadata: Mapping[str, Any]) -> str:
         text = metadata.get("caption") or metadata.get("excerpt")

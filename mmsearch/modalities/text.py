@@ -79,11 +79,14 @@ class TextModality(BaseModality):
                 x.vector, x.payload, x.fresh = v, None, True
 
     def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
+        by_encoder: dict[int, np.ndarray] = {}  # roles one encoder fills share one call
         out = {}
         for role in roles:
             enc = towers.get(role)
             if enc is not None and TEXT in enc.modalities:
-                out[role] = enc.encode_text([str(value).strip()])
+                if id(enc) not in by_encoder:
+                    by_encoder[id(enc)] = enc.encode_text([str(value).strip()])
+                out[role] = by_encoder[id(enc)]
         return out
 
     def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:

@@ -26,6 +26,7 @@ from mmsearch.encoders import AUDIO, IMAGE, TEXT, l2_normalize
 from mmsearch.errors import CHANGED_WHILE_READ, MediaError, QueryError
 from mmsearch.files import hash_stream
 from mmsearch.modalities.audio import SPEECH, analyze, can_index_audio, timed_about
+from mmsearch.modalities.audio_io import known_other
 from mmsearch.modalities.base import (
     CAPTION,
     NAME,
@@ -56,15 +57,6 @@ MAX_FRAMES = 600  # per file: a longer video is sampled more sparsely, and the s
 SCAN_SECONDS = 3600.0  # longer videos are not decoded through: their frames are taken by seeking
 MAX_SOUNDTRACK_SECONDS = 3600.0  # speech and sound are analysed this far
 FRAME_BATCH = 32
-_NOT_VIDEO = (
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"<!DOCTYPE", "an HTML page"),
-    (b"<html", "an HTML page"),
-)
 
 
 @dataclass(frozen=True)
@@ -89,9 +81,9 @@ def sniff(f: BinaryIO) -> None:
     f.seek(0)
     if not head:
         raise MediaError("empty file")
-    for magic, what in _NOT_VIDEO:
-        if head.startswith(magic) or head.lstrip().lower().startswith(magic.lower()):
-            raise MediaError(f"not a video: the file is {what}")
+    what = known_other(head)
+    if what is not None:
+        raise MediaError(f"not a video: the file is {what}")
 
 
 def _created(metadata: Mapping[str, str]) -> float | None:
