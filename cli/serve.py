@@ -47,6 +47,24 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1024,
+            help="Searches arriving together are answered as one batch (one encoder call, one FAISS search), "
+            "up to this many. 1: one at a time.",
+        ),
+    ] = 32,
+    batch_window_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="The most a batch waits for searches on their way (ms; never more than half the last batch's "
+            "run time; a lone client never waits).",
+        ),
+    ] = 50.0,
     allow_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -90,6 +108,8 @@ def serve(
                 allowed_hosts=allow_host or (),
                 cors_origins=cors_origin or (),
                 allow_private_urls=allow_private_urls,
+                max_batch=max_batch,
+                batch_window_ms=batch_window_ms,
             )
         err_console.print(f"mmsearch serving {app.state.engine.dir} on http://{host}:{port}  (Ctrl-C stops)")
         if token is None and host not in ("127.0.0.1", "localhost", "::1"):

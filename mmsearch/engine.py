@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmsearch import threads
 from mmsearch.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_towers
 from mmsearch.encoders.towers import Towers, check_recorded, record, recorded_dim
 from mmsearch.errors import IndexNotFoundError, MmsearchError, ModelError, ModelMismatchError
@@ -23,26 +23,8 @@ from mmsearch.modalities import get, space
 from mmsearch.paths import resolve_index_dir
 from mmsearch.search import Hit, Query, QueryPart, Searcher
 from mmsearch.spaceset import SpaceSet
-from mmsearch.store import SCHEMA_VERSION, Item, Store
+from mmsearch.store import SCHEMA_VERSION, IndexInfo, Item, Store
 from mmsearch.vector_index import load_recipes, read_sidecar
-
-
-@dataclass
-class IndexInfo:
-    """What `mmsearch info` shows."""
-
-    path: str
-    model: str | None
-    dim: int | None
-    fingerprint: str | None
-    schema_version: int
-    counts: dict[str, int]
-    recipes: dict[str, str]
-    size_bytes: int
-    created: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Engine:
@@ -203,6 +185,10 @@ class Engine:
         """Run a :class:`Query`: one committed state of the index, even while an index run writes."""
         return self.searcher.run(query)
 
+    def search_many(self, queries: Sequence[Query]) -> list[list[Hit] | MmsearchError]:
+        """Several queries at once, each answered as alone (or with its own error): see Searcher.run_many."""
+        return self.searcher.run_many(queries)
+
     def embed(self, kind: str, values: Sequence[Any], target: str | None = None) -> np.ndarray:
         """Texts, pictures (paths or PIL images) or sounds (paths) -> vectors, as a query of that kind is
         embedded: float32 ``[n, dim]``, L2-normalised.
@@ -218,6 +204,7 @@ class Engine:
         role = get(target).role if target else modality.role
         if not modality.indexable(self.towers) or self.towers.get(role) is None:
             raise ModelError(f"model {self.model_name} cannot embed {modality.label[1]}")
+        threads.wide()
         return modality.embed_queries(values, self.towers, role)
 
     def dim_of(self, modality: str) -> int:

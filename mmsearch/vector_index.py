@@ -23,6 +23,11 @@ import numpy as np
 
 from mmsearch.errors import IndexCorruptError, MmsearchError, StoreWriteError
 
+# A batch of at least this many queries is searched as one matrix product (BLAS), not query by query.
+# FAISS's own default is 20; the faiss-cpu wheel ships 128000. Measured at 100k vectors x 384, 1 thread:
+# query by query costs 8-9 ms a query whatever the batch; as a product 5.1 ms at 8, 3.5 at 16, 1.4 at 64.
+BLAS_FROM_QUERIES = 8
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -210,6 +215,8 @@ class VectorIndex:
         """
         import faiss
 
+        if len(queries) > 1 and faiss.cvar.distance_compute_blas_threshold != BLAS_FROM_QUERIES:
+            faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
         q = _as_matrix(queries, self.dim)
         k = max(1, min(int(k), max(self.ntotal, 1)))
         if self.ntotal == 0:

@@ -116,6 +116,7 @@ def index_paths(
             batches committed stays, and the next run goes on from there.
         IndexCorruptError: the database is damaged (every page is read first).
     """
+    from mmsearch import threads
     from mmsearch.errors import MmsearchError
     from mmsearch.lock import IndexLock
 
@@ -124,6 +125,7 @@ def index_paths(
         if not Path(p).expanduser().exists():
             raise MmsearchError(f"no such file or folder: {p}")
         roots.append(Path(p).expanduser().resolve())
+    threads.wide()  # the encoders work in batches (a search earlier in this thread may have narrowed it)
     with IndexLock(spaces.folder, options.wait), spaces.writing():
         store.check()  # a damaged database must not pass a run as a success
         with store.snapshot():

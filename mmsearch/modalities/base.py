@@ -231,6 +231,17 @@ class Modality(Protocol):
         """
         ...
 
+    def embed_query_batch(
+        self, values: Sequence[Any], towers: Towers, roles: Collection[str]
+    ) -> list[dict[str, np.ndarray]]:
+        """Several query parts of this kind at once, each as :meth:`embed_query` gives it (the same vectors,
+        to float rounding): concurrent queries share one tower call where the tower allows.
+
+        Raises:
+            QueryError: a file cannot be used (callers retry one by one to tell whose).
+        """
+        ...
+
     def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:
         """Several values of this kind as ``[n, dim]`` in ``role``'s space (``Engine.embed``, the server's
         /embed): batched where the tower allows.
@@ -283,6 +294,11 @@ class BaseModality:
 
     def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def embed_query_batch(
+        self, values: Sequence[Any], towers: Towers, roles: Collection[str]
+    ) -> list[dict[str, np.ndarray]]:
+        return [self.embed_query(v, towers, roles) for v in values]
 
     def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:
         from mmsearch.errors import ModelError

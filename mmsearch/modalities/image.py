@@ -271,18 +271,18 @@ class ImageModality(BaseModality):
                 x.vector, x.payload, x.fresh = v, None, True
 
     def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
+        return self.embed_query_batch([value], towers, roles)[0]
+
+    def embed_query_batch(
+        self, values: Sequence[Any], towers: Towers, roles: Collection[str]
+    ) -> list[dict[str, np.ndarray]]:
         reach = {r: enc for r in roles if (enc := towers.get(r)) is not None and IMAGE in enc.modalities}
         if not reach:
-            return {}
-        if isinstance(value, str | os.PathLike):
-            try:
-                picture = load_image(value)
-            except MediaError as e:
-                raise QueryError(f"cannot use {value} as a query image: {e}") from e
-        else:
-            picture = value.convert("RGB")
-        by_encoder = {id(enc): enc.encode_image([picture]) for enc in reach.values()}  # one call per encoder
-        return {r: by_encoder[id(enc)] for r, enc in reach.items()}
+            return [{} for _ in values]
+        pictures = [_query_picture(v) for v in values]
+        # one call per encoder for all the pictures
+        by_encoder = {id(enc): enc.encode_image(pictures) for enc in reach.values()}
+        return [{r: by_encoder[id(enc)][i][None] for r, enc in reach.items()} for i in range(len(pictures))]
 
     def about(self, metadata: Mapping[str, Any]) -> str:
         text = metadata.get("caption") or metadata.get("excerpt")
@@ -292,3 +292,17 @@ class ImageModality(BaseModality):
 
     def thumbnail(self, f: BinaryIO, size: int, at: float | None = None) -> Image.Image | None:
         return decode_image(f, size=size).image
+
+
+def _query_picture(value: Any) -> Image.Image:
+    """A query picture (a path, or a PIL image) as RGB.
+
+    Raises:
+        QueryError: the file cannot be used.
+    """
+    if isinstance(value, str | os.PathLike):
+        try:
+            return load_image(value)
+        except MediaError as e:
+            raise QueryError(f"cannot use {value} as a query image: {e}") from e
+    return value.convert("RGB")

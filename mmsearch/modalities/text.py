@@ -79,14 +79,21 @@ class TextModality(BaseModality):
                 x.vector, x.payload, x.fresh = v, None, True
 
     def embed_query(self, value: Any, towers: Towers, roles: Collection[str]) -> dict[str, np.ndarray]:
-        by_encoder: dict[int, np.ndarray] = {}  # roles one encoder fills share one call
-        out = {}
+        return self.embed_query_batch([value], towers, roles)[0]
+
+    def embed_query_batch(
+        self, values: Sequence[Any], towers: Towers, roles: Collection[str]
+    ) -> list[dict[str, np.ndarray]]:
+        texts = [str(v).strip() for v in values]
+        by_encoder: dict[int, np.ndarray] = {}  # roles one encoder fills share one call: all texts at once
+        out: list[dict[str, np.ndarray]] = [{} for _ in texts]
         for role in roles:
             enc = towers.get(role)
             if enc is not None and TEXT in enc.modalities:
                 if id(enc) not in by_encoder:
-                    by_encoder[id(enc)] = enc.encode_text([str(value).strip()])
-                out[role] = by_encoder[id(enc)]
+                    by_encoder[id(enc)] = enc.encode_text(texts)
+                for i, v in enumerate(by_encoder[id(enc)]):
+                    out[i][role] = v[None]
         return out
 
     def embed_queries(self, values: Sequence[Any], towers: Towers, role: str) -> np.ndarray:

@@ -6,16 +6,17 @@ snapshot, with every FAISS index older than it reloaded first).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from mmsearch import threads
 from mmsearch.encoders import TEXT
 from mmsearch.encoders.towers import Towers
-from mmsearch.errors import QueryError
+from mmsearch.errors import MmsearchError, QueryError
 from mmsearch.modalities import get, space
 from mmsearch.search import stages
-from mmsearch.search.fusion import REFERENCE_TEXTS, Calibration
+from mmsearch.search.fusion import REFERENCE_TEXTS, Calibration, Scored
 from mmsearch.search.hit import Hit
 from mmsearch.search.query import ANY, Query, QueryPart
 from mmsearch.spaceset import SpaceSet
@@ -47,8 +48,82 @@ class Searcher:
             QueryError: a malformed query, or one the index's model cannot embed.
         """
         query.validate()
+        threads.narrow()
         with self.store.snapshot():
             return self._run(query, self.index.refresh())
+
+    def run_many(self, queries: Sequence[Query]) -> list[list[Hit] | MmsearchError]:
+        """Rank items for several queries at once, each answered as :meth:`run` answers it alone (the same
+        hits; scores equal to float rounding), in one committed state of the index. What they share is
+        done once: the text (or pictures) of all their parts goes through each tower in one call, and each
+        space is searched with all their vectors in one FAISS call, on every thread of the budget.
+
+        Returns:
+            Per query, its hits, or the error :meth:`run` would have raised for it alone.
+        """
+        out: list[list[Hit] | MmsearchError] = [[] for _ in queries]
+        if len(queries) < 2:
+            for i, q in enumerate(queries):
+                out[i] = self._attempt(q)
+            return out
+        with self.store.snapshot():
+            gens = self.index.refresh()
+            towers = self._towers()
+            present = self.index.present(gens)
+            live: list[int] = []
+            plans: dict[int, stages.Plan] = {}
+            for i, q in enumerate(queries):
+                try:
+                    q.validate()
+                    plans[i] = stages.plan(q, towers, present, self.store)
+                    live.append(i)
+                except MmsearchError as e:
+                    out[i] = e
+            threads.wide()
+            try:
+                vecs = stages.embed_many(towers, [(queries[i].parts, plans[i].roles) for i in live])
+            except MmsearchError:  # one bad part: embed one query at a time, so the error is its own
+                threads.narrow()
+                for i in live:
+                    out[i] = self._attempt(queries[i])
+                return out
+            qvecs = dict(zip(live, vecs, strict=True))
+            batch = []
+            for i in live:
+                try:
+                    stages.check_comparable(qvecs[i], plans[i], towers)
+                except MmsearchError as e:
+                    out[i] = e
+                    continue
+                allowed = plans[i].allowed
+                if allowed is None or allowed.size:
+                    batch.append(i)
+            fetch = {i: max(50, 4 * (queries[i].offset + queries[i].k)) for i in batch}
+            found = stages.candidates_many(
+                [(queries[i], qvecs[i], plans[i]) for i in batch], self.index, [fetch[i] for i in batch]
+            )
+            threads.narrow()
+            reads = stages.Prefetched(self.store)
+            spaces = sorted({sp.name for i in batch for sp in plans[i].spaces})
+            reads.load(sorted(set().union(*found)), spaces)
+            ranked: dict[int, list[Scored]] = {}
+            for i, cands in zip(batch, found, strict=True):
+                try:
+                    q, qv, plan = queries[i], qvecs[i], plans[i]
+                    ranked[i] = self._rank(q, qv, plan, present, gens, towers, fetch[i], cands, reads)
+                except MmsearchError as e:
+                    out[i] = e
+            pages = {r.id for i, rs in ranked.items() for r in rs[queries[i].offset : queries[i].offset + queries[i].k]}
+            reads.load_items(sorted(pages))
+            for i, rs in ranked.items():
+                out[i] = stages.hits(queries[i], qvecs[i], rs, reads)
+        return out
+
+    def _attempt(self, query: Query) -> list[Hit] | MmsearchError:
+        try:
+            return self.run(query)
+        except MmsearchError as e:
+            return e
 
     def _run(self, query: Query, gens: dict[str, int]) -> list[Hit]:
         towers = self._towers()
@@ -58,16 +133,33 @@ class Searcher:
         stages.check_comparable(qvecs, plan, towers)
         if plan.allowed is not None and plan.allowed.size == 0:
             return []
+        fetch = max(50, 4 * (query.offset + query.k))
+        cands = stages.candidates(query, qvecs, plan, self.index, fetch)
+        ranked = self._rank(query, qvecs, plan, present, gens, towers, fetch, cands, self.store)
+        return stages.hits(query, qvecs, ranked, self.store)
+
+    def _rank(
+        self,
+        query: Query,
+        qvecs: stages.QueryVectors,
+        plan: stages.Plan,
+        present: set[str],
+        gens: dict[str, int],
+        towers: Towers,
+        fetch: int,
+        cands: set[int],
+        reads: stages.Reads,
+    ) -> list[Scored]:
+        """From the first ``fetch`` candidates to the fused ranking: re-score and fuse, fetching 4x more
+        while too few survive the filters and de-duplication."""
         calibration = self.calibration(plan, present, gens, towers)
         want = query.offset + query.k
-        fetch = max(50, 4 * want)
         while True:
-            cands = stages.candidates(query, qvecs, plan, self.index, fetch)
-            ranked = stages.rescore_and_fuse(query, qvecs, sorted(cands), plan, self.store, calibration)
+            ranked = stages.rescore_and_fuse(query, qvecs, sorted(cands), plan, reads, calibration)
             if len(ranked) >= want or stages.exhausted(plan, self.index, fetch):
-                break
+                return ranked
             fetch *= 4
-        return stages.hits(query, qvecs, ranked, self.store)
+            cands = stages.candidates(query, qvecs, plan, self.index, fetch)
 
     # -- calibration ------------------------------------------------------------------------------------
     def calibration(self, plan: stages.Plan, present: set[str], gens: dict[str, int], towers: Towers) -> Calibration:

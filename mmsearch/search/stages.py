@@ -4,8 +4,9 @@ exact re-score from SQLite -> fuse -> refine (threshold, dedupe) -> hits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -17,7 +18,8 @@ from mmsearch.search.fusion import DEDUPE_SIMILARITY, Calibration, Scored, fuse
 from mmsearch.search.hit import Hit
 from mmsearch.search.query import ANY, Query, QueryPart
 from mmsearch.spaceset import SpaceSet
-from mmsearch.store import Store
+from mmsearch.store import Item, Store
+from mmsearch.store.records import SegmentRecord
 
 
 # -- plan -------------------------------------------------------------------------------------------------
@@ -101,17 +103,47 @@ def embed_parts(towers: Towers, parts: Sequence[QueryPart], roles: set[str]) -> 
     out: list[dict[str, np.ndarray]] = []
     for p in parts:
         if p.kind == VECTOR:
-            vec = np.asarray(p.value, dtype=np.float32).reshape(1, -1)
-            fits = {r for r in roles if (e := towers.get(r)) is not None and e.dim == vec.shape[1]}
-            if not fits:
-                dims = sorted({e.dim for r in roles if (e := towers.get(r)) is not None})
-                want = " or ".join(map(str, dims))
-                raise QueryError(f"a query vector must have {want} numbers, not {vec.shape[1]}")
-            out.append({r: (vec / max(float(np.linalg.norm(vec)), 1e-12))[0] for r in fits})
+            out.append(_given(towers, p, roles))
         else:
-            got = get(p.kind).embed_query(p.value, towers, roles)
-            out.append({r: l2_normalize(np.asarray(v).reshape(1, -1))[0] for r, v in got.items()})
+            out.append(_normalized(get(p.kind).embed_query(p.value, towers, roles)))
     return QueryVectors(parts, out, towers)
+
+
+def embed_many(towers: Towers, queries: Sequence[tuple[Sequence[QueryPart], Collection[str]]]) -> list[QueryVectors]:
+    """:func:`embed_parts` for several queries (parts, roles) at once: the parts of one kind and roles go
+    through their modality together, one tower call for all (what batching concurrent queries saves).
+
+    Raises:
+        QueryError: a part cannot be embedded (the caller retries query by query to tell whose).
+    """
+    out: list[list[dict[str, np.ndarray]]] = [[{} for _ in parts] for parts, _ in queries]
+    groups: dict[tuple[str, frozenset[str]], list[tuple[int, int]]] = {}
+    for qi, (parts, roles) in enumerate(queries):
+        for pi, p in enumerate(parts):
+            if p.kind == VECTOR:
+                out[qi][pi] = _given(towers, p, roles)
+            else:
+                groups.setdefault((p.kind, frozenset(roles)), []).append((qi, pi))
+    for (kind, roles), where in groups.items():
+        values = [queries[qi][0][pi].value for qi, pi in where]
+        for (qi, pi), got in zip(where, get(kind).embed_query_batch(values, towers, roles), strict=True):
+            out[qi][pi] = _normalized(got)
+    return [QueryVectors(parts, vecs, towers) for (parts, _), vecs in zip(queries, out, strict=True)]
+
+
+def _given(towers: Towers, part: QueryPart, roles: Collection[str]) -> dict[str, np.ndarray]:
+    """A ``vector`` part, normalised, in every role whose vectors have its length."""
+    vec = np.asarray(part.value, dtype=np.float32).reshape(1, -1)
+    fits = {r for r in roles if (e := towers.get(r)) is not None and e.dim == vec.shape[1]}
+    if not fits:
+        dims = sorted({e.dim for r in roles if (e := towers.get(r)) is not None})
+        want = " or ".join(map(str, dims))
+        raise QueryError(f"a query vector must have {want} numbers, not {vec.shape[1]}")
+    return {r: (vec / max(float(np.linalg.norm(vec)), 1e-12))[0] for r in fits}
+
+
+def _normalized(got: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {r: l2_normalize(np.asarray(v, dtype=np.float32).reshape(1, -1))[0] for r, v in got.items()}
 
 
 def check_comparable(qv: QueryVectors, plan: Plan, towers: Towers) -> None:
@@ -131,6 +163,65 @@ def check_comparable(qv: QueryVectors, plan: Plan, towers: Towers) -> None:
     )
 
 
+# -- reads --------------------------------------------------------------------------------------------------
+class Reads(Protocol):
+    """What re-scoring and hits read from the store (a :class:`~mmsearch.store.Store`, or a batch's
+    :class:`Prefetched`)."""
+
+    def modalities_of(self, ids: Sequence[int]) -> dict[int, str]: ...
+    def vectors_of(self, ids: Sequence[int], spaces: Sequence[str]) -> dict[tuple[int, str], np.ndarray]: ...
+    def segments_of(self, ids: Sequence[int]) -> dict[int, list[SegmentRecord]]: ...
+    def hashes_of(self, ids: Sequence[int]) -> dict[int, str]: ...
+    def get_items(self, ids: Sequence[int]) -> dict[int, Item]: ...
+    def segments(self, item_id: int) -> list[SegmentRecord]: ...
+
+
+class Prefetched:
+    """The reads of a batch of queries, done once for all of them: the modality and vectors of every
+    candidate of every query, the items of every page. Anything not prefetched is read from the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._modality: dict[int, str] = {}
+        self._vectors: dict[tuple[int, str], np.ndarray] = {}
+        self._loaded: set[int] = set()
+        self._spaces: set[str] = set()
+        self._items: dict[int, Item] = {}
+
+    def load(self, ids: Sequence[int], spaces: Sequence[str]) -> None:
+        """Read the modalities and vectors (in ``spaces``) of ``ids`` in one go."""
+        self._modality = self.store.modalities_of(ids)
+        self._vectors = self.store.vectors_of(ids, spaces)
+        self._loaded, self._spaces = set(ids), set(spaces)
+
+    def load_items(self, ids: Sequence[int]) -> None:
+        self._items = self.store.get_items(ids)
+
+    def modalities_of(self, ids: Sequence[int]) -> dict[int, str]:
+        if not self._loaded.issuperset(ids):
+            return self.store.modalities_of(ids)
+        return {i: self._modality[i] for i in ids if i in self._modality}
+
+    def vectors_of(self, ids: Sequence[int], spaces: Sequence[str]) -> dict[tuple[int, str], np.ndarray]:
+        if not self._loaded.issuperset(ids) or not self._spaces.issuperset(spaces):
+            return self.store.vectors_of(ids, spaces)
+        return {(i, sp): v for i in ids for sp in spaces if (v := self._vectors.get((i, sp))) is not None}
+
+    def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
+        if not self._items.keys() >= set(ids):
+            return self.store.get_items(ids)
+        return {i: self._items[i] for i in ids}
+
+    def segments_of(self, ids: Sequence[int]) -> dict[int, list[SegmentRecord]]:
+        return self.store.segments_of(ids)
+
+    def hashes_of(self, ids: Sequence[int]) -> dict[int, str]:
+        return self.store.hashes_of(ids)
+
+    def segments(self, item_id: int) -> list[SegmentRecord]:
+        return self.store.segments(item_id)
+
+
 # -- candidates ------------------------------------------------------------------------------------------
 def candidates(query: Query, qv: QueryVectors, plan: Plan, index: SpaceSet, fetch: int) -> set[int]:
     """The union of each positive part's ``fetch`` nearest items in every planned space it can be compared
@@ -148,6 +239,32 @@ def candidates(query: Query, qv: QueryVectors, plan: Plan, index: SpaceSet, fetc
     return found
 
 
+def candidates_many(
+    queries: Sequence[tuple[Query, QueryVectors, Plan]], index: SpaceSet, fetch: Sequence[int]
+) -> list[set[int]]:
+    """:func:`candidates` for several queries: one FAISS search per space and ``fetch`` for every query
+    vector without filters (FAISS's batched search gives each row what a search of that row alone gives);
+    filtered queries search alone, with their own allowed ids."""
+    found: list[set[int]] = [set() for _ in queries]
+    rows: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
+    for qi, (query, qv, plan) in enumerate(queries):
+        if plan.allowed is not None:
+            found[qi] = candidates(query, qv, plan, index, fetch[qi])
+            continue
+        for pi, part in enumerate(query.parts):
+            if part.negative:
+                continue
+            for space in plan.spaces:
+                q = qv.get(pi, space)
+                if q is not None:
+                    rows.setdefault((space.name, fetch[qi]), []).append((qi, q))
+    for (space_name, k), batch in rows.items():
+        _, ids = index.search(space_name, np.stack([q for _, q in batch]), k)
+        for (qi, _), row in zip(batch, ids, strict=True):
+            found[qi].update(int(i) for i in row if i >= 0)
+    return found
+
+
 def exhausted(plan: Plan, index: SpaceSet, fetch: int) -> bool:
     """Whether ``fetch`` already covers every vector of every planned space."""
     return all(fetch >= index.ntotal(s.name) for s in plan.spaces)
@@ -155,7 +272,7 @@ def exhausted(plan: Plan, index: SpaceSet, fetch: int) -> bool:
 
 # -- re-score, fuse, refine --------------------------------------------------------------------------------
 def rescore_and_fuse(
-    query: Query, qv: QueryVectors, cands: Sequence[int], plan: Plan, store: Store, calibration: Calibration
+    query: Query, qv: QueryVectors, cands: Sequence[int], plan: Plan, store: Reads, calibration: Calibration
 ) -> list[Scored]:
     """Exact similarities from SQLite's vectors, fused per item (see :mod:`mmsearch.search.fusion`), then
     refined: the score threshold and de-duplication."""
@@ -176,7 +293,7 @@ def rescore_and_fuse(
 
 
 def moment_vectors(
-    store: Store, cands: Sequence[int], modality_of: dict[int, str]
+    store: Reads, cands: Sequence[int], modality_of: dict[int, str]
 ) -> dict[int, list[tuple[str, np.ndarray]]]:
     """The segment vectors that rank, by tower role, for candidates whose modality ranks by its best moment."""
     modalities = {m: get(m) for m in set(modality_of.values())}
@@ -198,7 +315,7 @@ def refine(
     ranked: list[Scored],
     modality_of: dict[int, str],
     vectors: dict[tuple[int, str], np.ndarray],
-    store: Store,
+    store: Reads,
     spaces_for: Mapping[str, Sequence[Space]] | None = None,
 ) -> list[Scored]:
     """Drop scores under ``min_score``; with ``dedupe``, keep the best of copies (same bytes) and of
@@ -230,7 +347,7 @@ def refine(
 
 
 # -- hits -----------------------------------------------------------------------------------------------
-def hits(query: Query, qv: QueryVectors, ranked: list[Scored], store: Store) -> list[Hit]:
+def hits(query: Query, qv: QueryVectors, ranked: list[Scored], store: Reads) -> list[Hit]:
     """The page ``[offset, offset + k)`` as Hits: path, metadata (its modality's), and for items with
     segments the one that matches the query best."""
     page = ranked[query.offset : query.offset + query.k]
@@ -249,7 +366,7 @@ def hits(query: Query, qv: QueryVectors, ranked: list[Scored], store: Store) -> 
 
 
 def best_match(
-    store: Store,
+    store: Reads,
     item_id: int,
     probes: Mapping[str, np.ndarray] | np.ndarray,
     segment_roles: Mapping[str, str] | None = None,

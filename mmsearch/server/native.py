@@ -51,8 +51,15 @@ def search_query(body: SearchIn, uploads: Uploads) -> SearchQuery:
 
 @router.get("/health")
 def health(s: State) -> dict[str, Any]:
-    """Liveness: the index is open and the model loaded."""
-    return {"status": "ok", "model": s.engine.model_name}
+    """Liveness: the index is open and the model loaded; how searches were batched lately."""
+    sizes = list(s.batcher.batches)
+    batching = {
+        "max_batch": s.batcher.max_batch,
+        "batches": len(sizes),
+        "searches": sum(sizes),
+        "sizes": {str(k): sizes.count(k) for k in sorted(set(sizes))},
+    }
+    return {"status": "ok", "model": s.engine.model_name, "batching": batching}
 
 
 @router.get("/info")

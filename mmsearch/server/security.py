@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmsearch.errors import IndexNotFoundError, MmsearchError
 
@@ -60,15 +62,79 @@ def page_csp(html: str) -> str:
     )
 
 
-def secured(response: Any) -> Any:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    return response
-
-
 # Bodies sent as these types are read as JSON: clip-retrieval's front end posts JSON as text/plain (a
 # "simple" request, no preflight), and `curl -d` sends it as a form.
 JSON_AS = ("", "text/plain", "application/x-www-form-urlencoded")
+
+
+class Guard:
+    """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` cost ~1 ms a request): the Host check, the
+    body read whole under a size limit and a deadline, JSON whatever the Content-Type, and the headers
+    every response carries."""
+
+    def __init__(self, app: ASGIApp, hosts: set[str] | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+            await send(message)
+
+        headers = Headers(scope=scope)
+        if self.hosts is not None and host_name(headers.get("host", "")) not in self.hosts:
+            # a page on another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) lands here
+            await JSONResponse({"detail": "unknown Host header"}, status_code=421)(scope, receive, send_secured)
+            return
+        length = headers.get("content-length")
+        too_big = JSONResponse({"detail": f"request body over {self.max_body_bytes} bytes"}, status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await too_big(scope, receive, send_secured)
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            # the body is read here, whole and under a deadline, so a client dripping it never holds a
+            # thread (and chunked bodies meet the same size limit as declared ones)
+            body = bytearray()
+
+            async def read() -> bool:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return True
+                    body.extend(message.get("body", b""))
+                    if len(body) > self.max_body_bytes:
+                        return False
+                    if not message.get("more_body", False):
+                        return True
+
+            try:
+                if not await asyncio.wait_for(read(), BODY_TIMEOUT_S):
+                    await too_big(scope, receive, send_secured)
+                    return
+            except TimeoutError:
+                slow = JSONResponse({"detail": "request body too slow"}, status_code=408)
+                await slow(scope, receive, send_secured)
+                return
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if body and media in JSON_AS:  # JSON whatever the type says (routes take JSON or nothing)
+                kept = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope = {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
+            replay: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
+
+            async def receive_body() -> Message:
+                return replay.pop() if replay else await receive()
+
+            await self.app(scope, receive_body, send_secured)
+            return
+        await self.app(scope, receive, send_secured)
 
 
 def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int, cors_origins: Sequence[str] = ()) -> None:
@@ -80,38 +146,7 @@ def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int, cors_orig
             itself still needs the token.
     """
 
-    @app.middleware("http")
-    async def guard_request(request: Request, call_next: Any) -> Any:
-        if hosts is not None and host_name(request.headers.get("host", "")) not in hosts:
-            # a page on another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) lands here
-            return secured(JSONResponse({"detail": "unknown Host header"}, status_code=421))
-        length = request.headers.get("content-length")
-        too_big = JSONResponse({"detail": f"request body over {max_body_bytes} bytes"}, status_code=413)
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return secured(too_big)
-        if request.method in ("POST", "PUT", "PATCH"):
-            # the body is read here, whole and under a deadline, so a client dripping it never holds a
-            # thread (and chunked bodies meet the same size limit as declared ones)
-            body = bytearray()
-
-            async def read() -> bool:
-                async for chunk in request.stream():
-                    body.extend(chunk)
-                    if len(body) > max_body_bytes:
-                        return False
-                return True
-
-            try:
-                if not await asyncio.wait_for(read(), BODY_TIMEOUT_S):
-                    return secured(too_big)
-            except TimeoutError:
-                return secured(JSONResponse({"detail": "request body too slow"}, status_code=408))
-            request._body = bytes(body)  # starlette reads it from here
-            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if body and media in JSON_AS:  # JSON whatever the type says (routes take JSON or nothing)
-                headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
-                request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
-        return secured(await call_next(request))
+    app.add_middleware(Guard, hosts=hosts, max_body_bytes=max_body_bytes)
 
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -146,7 +181,7 @@ def install(app: FastAPI, hosts: set[str] | None, max_body_bytes: int, cors_orig
 def token_guard(token: str | None) -> Any:
     """A dependency: ``Authorization: Bearer TOKEN`` (or ``?token=``), compared in constant time."""
 
-    def auth(request: Request) -> None:
+    async def auth(request: Request) -> None:  # async: checked on the event loop, no thread hop
         if token is None:
             return
         header = request.headers.get("authorization", "")

@@ -1,4 +1,5 @@
-"""What the routes share: the engine (through its façade), the settings, and one lock."""
+"""What the routes share: the engine (through its façade), the settings, the search batcher, and a lock
+for the routes that read the engine outside searches."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
+
+from mmsearch.server.batching import Batcher
 
 if TYPE_CHECKING:
     from mmsearch.engine import Engine
@@ -23,9 +26,15 @@ class ServerState:
     thumbs: Path
     allow_url_fetch: bool = False
     allow_private_urls: bool = False
+    max_batch: int = 32
+    batch_window_s: float = 0.05
     lock: threading.RLock = field(default_factory=threading.RLock)
+    batcher: Batcher = field(init=False)
     # item id -> the second its last search matched at: a video's thumbnail shows that frame by default
     moments: OrderedDict[int, float] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.engine.search_many, self.max_batch, self.batch_window_s)
 
     def remember_moments(self, hits: list[Hit]) -> None:
         for h in hits:
@@ -37,8 +46,8 @@ class ServerState:
             self.moments.popitem(last=False)
 
     def search(self, query: Query) -> list[Hit]:
-        with self.lock:
-            return self.engine.search(query)
+        """Through the batcher: its worker is the only thread that searches."""
+        return self.batcher.search(query)
 
     def item(self, item_id: int) -> Item:
         with self.lock:

@@ -3,6 +3,16 @@
 from mmsearch.store.db import Store
 from mmsearch.store.migrations import SCHEMA_VERSION
 from mmsearch.store.models import Item
-from mmsearch.store.records import Attrs, ItemRecord, KnownFile, Reusable, SegmentRecord
+from mmsearch.store.records import Attrs, IndexInfo, ItemRecord, KnownFile, Reusable, SegmentRecord
 
-__all__ = ["SCHEMA_VERSION", "Attrs", "Item", "ItemRecord", "KnownFile", "Reusable", "SegmentRecord", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Attrs",
+    "IndexInfo",
+    "Item",
+    "ItemRecord",
+    "KnownFile",
+    "Reusable",
+    "SegmentRecord",
+    "Store",
+]

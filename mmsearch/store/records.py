@@ -73,3 +73,21 @@ class KnownFile:
     content_hash: str
     caption_sig: str | None
     inode: int | None = None
+
+
+@dataclass
+class IndexInfo:
+    """What `mmsearch info` shows."""
+
+    path: str
+    model: str | None
+    dim: int | None
+    fingerprint: str | None
+    schema_version: int
+    counts: dict[str, int]
+    recipes: dict[str, str]
+    size_bytes: int
+    created: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

@@ -1,0 +1,238 @@
+"""Concurrent searches answered together: the same answers as one at a time, and really batched."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from real_photos import sources
+from serving import Server
+from typer.testing import CliRunner
+
+from mmsearch import Engine, threads
+from mmsearch.cli import app as cli_app
+from mmsearch.errors import QueryError
+from mmsearch.search import Query, QueryPart
+from mmsearch.server import batching
+from mmsearch.server.batching import Batcher
+
+runner = CliRunner()
+PHOTOS = ("cat.png", "coffee.png", "rocket.jpg", "motorcycle.png", "astronaut.png")
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("batched")
+    for name in PHOTOS:
+        Image.open(sources()[name]).convert("RGB").save(root / name)
+    (root / "pasta.md").write_text("# Weeknight pasta\nBoil salted water, cook spaghetti for nine minutes.")
+    (root / "moon.txt").write_text("Notes on the moon landing: the astronauts walked for two hours.")
+    index = tmp_path_factory.mktemp("batched-index")
+    assert runner.invoke(cli_app, ["index", str(root), "--index", str(index), "-q"]).exit_code == 0
+    return root, index
+
+
+@pytest.fixture(scope="module")
+def engine(library) -> Iterator[Engine]:
+    with Engine.open(library[1]) as eng:
+        yield eng
+
+
+def mixed_queries(root: Path, eng: Engine) -> list[Query]:
+    """Text, several parts, negative parts, pictures, a raw vector, filters, paging, other fusions and
+    targets: every path a query takes through the batch."""
+    vec = eng.embed_text(["a rocket launch"])[0]
+    return [
+        Query.parse("a cat"),
+        Query.parse("coffee + morning", k=3),
+        Query.parse("a vehicle - motorcycle"),
+        Query.parse(None, parts=[QueryPart("image", str(root / "coffee.png"))]),
+        Query.parse("space", parts=[QueryPart("image", str(root / "rocket.jpg"), 0.5)], k=4),
+        Query.parse(None, parts=[QueryPart("vector", vec)]),
+        Query.parse("a cat", path="*.png"),
+        Query.parse("a cat", path="*nothing-matches*"),
+        Query.parse("astronaut", target="any", k=5),
+        Query.parse("cooking dinner", target="text"),
+        Query.parse("a cat", offset=2, k=2),
+        Query.parse("a cat", fusion="rrf"),
+        Query.parse("a cat", fusion="max", dedupe=True, min_score=0.0),
+        Query.parse("a cat"),  # the same query twice in one batch
+    ]
+
+
+def same_hits(alone: list, together: list) -> None:
+    assert [h.id for h in together] == [h.id for h in alone]
+    assert [h.path for h in together] == [h.path for h in alone]
+    assert np.allclose([h.score for h in together], [h.score for h in alone], atol=1e-6, rtol=0)
+    assert [h.metadata for h in together] == [h.metadata for h in alone]
+
+
+def test_search_many_equals_one_at_a_time(library, engine: Engine) -> None:
+    queries = mixed_queries(library[0], engine)
+    alone = [engine.run_query(q) for q in queries]
+    together = engine.search_many(queries)
+    assert len(together) == len(queries)
+    for a, b in zip(alone, together, strict=True):
+        assert not isinstance(b, Exception)
+        same_hits(a, b)
+    assert Path(alone[0][0].path).name == "cat.png" and alone[7] == []  # real rankings, not empty lists
+    assert Path(alone[3][0].path).name == "coffee.png"
+
+
+def test_one_bad_query_fails_alone(library, engine: Engine) -> None:
+    root = library[0]
+    good = [Query.parse("a cat"), Query.parse(None, parts=[QueryPart("image", str(root / "rocket.jpg"))])]
+    bad_image = Query.parse(None, parts=[QueryPart("image", str(root / "missing.jpg"))])
+    bad_target = Query.parse("a cat", target="holograms")
+    out = engine.search_many([good[0], bad_image, good[1], bad_target])
+    assert isinstance(out[1], QueryError) and "missing.jpg" in str(out[1])
+    assert isinstance(out[3], QueryError) and "holograms" in str(out[3])
+    for q, got in zip(good, (out[0], out[2]), strict=True):
+        assert not isinstance(got, Exception)
+        same_hits(engine.run_query(q), got)
+
+
+def test_server_batches_concurrent_mixed_queries_and_answers_each_as_alone(library, engine: Engine) -> None:
+    from mmsearch.server import create_app
+
+    root, index = library
+    vec = engine.embed_text(["a rocket launch"])[0].tolist()
+    picture = base64.b64encode((root / "coffee.png").read_bytes()).decode()
+    requests_ = [
+        ("/search", {"text": "a cat", "k": 5}),
+        ("/search", {"text": "coffee + morning", "k": 3}),
+        ("/search", {"parts": [{"kind": "image", "data": picture}], "k": 4}),
+        ("/search", {"text": "astronaut", "target": "any", "k": 5}),
+        ("/knn-service", {"embedding_input": vec, "num_images": 4}),
+        ("/knn-service", {"text": "a motorcycle", "num_images": 3}),
+        ("/search", {"text": "space", "parts": [{"kind": "image", "data": picture, "weight": 0.5}]}),
+        ("/search", {"text": "a cat", "path": "*nothing*"}),
+    ] * 3
+
+    def ask(url: str, route: str, body: dict) -> list:
+        r = requests.post(url + route, json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        hits = r.json()
+        return [(h["id"], round(h["score" if route == "/search" else "similarity"], 6)) for h in hits]
+
+    serial = Server(create_app(index, max_batch=1))
+    try:
+        want = [ask(serial.url, route, body) for route, body in requests_]
+    finally:
+        serial.stop()
+    assert len({tuple(w) for w in want}) >= 6
+
+    batched = Server(create_app(index, max_batch=32, batch_window_ms=50))
+    try:
+        got: list = [None] * len(requests_)
+        start = threading.Barrier(len(requests_))
+
+        def client(i: int) -> None:
+            start.wait()
+            got[i] = ask(batched.url, *requests_[i])
+
+        workers = [threading.Thread(target=client, args=(i,)) for i in range(len(requests_))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+        stats = requests.get(batched.url + "/health", timeout=30).json()["batching"]
+    finally:
+        batched.stop()
+    for w, g in zip(want, got, strict=True):
+        assert [i for i, _ in g] == [i for i, _ in w]
+        assert np.allclose([s for _, s in g], [s for _, s in w], atol=1e-6, rtol=0)
+    assert stats["searches"] == len(requests_)
+    assert max(int(k) for k in stats["sizes"]) > 1, stats  # they were answered together, not in turn
+
+
+def test_batcher_takes_what_queued_and_hands_each_its_own_answer() -> None:
+    seen: list[list[str]] = []
+    gate = threading.Event()
+
+    def run_many(queries):
+        if not seen:
+            gate.wait(10)  # the first batch holds the worker while the others queue
+        seen.append([q.parts[0].value for q in queries])
+        return [QueryError(f"no {q.parts[0].value}") if q.parts[0].value.startswith("bad") else [q.parts[0].value]
+                for q in queries]  # fmt: skip
+
+    b = Batcher(run_many, max_batch=4, window_s=0.0)
+    answers: dict[str, object] = {}
+
+    def ask(text: str) -> None:
+        try:
+            answers[text] = b.search(Query.parse(text))
+        except QueryError as e:
+            answers[text] = e
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    time.sleep(0.2)
+    rest = [threading.Thread(target=ask, args=(t,)) for t in ("a", "b", "bad c", "d", "e", "f")]
+    for t in rest:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in [first, *rest]:
+        t.join(10)
+    assert seen[0] == ["first"]
+    assert sorted(len(s) for s in seen[1:]) == [2, 4]  # six queued: one batch of max_batch, then the rest
+    assert {t for s in seen for t in s} == {"first", "a", "b", "bad c", "d", "e", "f"}
+    assert answers["a"] == ["a"] and answers["f"] == ["f"]
+    assert isinstance(answers["bad c"], QueryError) and str(answers["bad c"]) == "no bad c"
+
+
+def test_batcher_one_at_a_time_and_worker_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "IDLE_EXIT_S", 0.1)
+    b = Batcher(lambda qs: [[q.parts[0].value] for q in qs], max_batch=1)
+    out: list = []
+    workers = [threading.Thread(target=lambda t=t: out.append(b.search(Query.parse(t)))) for t in "abcdef"]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert sorted(out) == [[t] for t in "abcdef"] and set(b.batches) == {1}
+    time.sleep(0.5)  # the idle worker has ended...
+    assert b.search(Query.parse("later")) == ["later"]  # ...and a new one answers
+
+
+def test_thread_budget_is_per_thread() -> None:
+    import faiss
+    import torch  # noqa: F401 - threads.use sizes only what is imported
+    from threadpoolctl import threadpool_info
+
+    seen: dict[str, int] = {}
+
+    def narrow_here() -> None:
+        threads.narrow()
+        seen["narrowed"] = faiss.omp_get_max_threads()
+
+    def untouched(key: str) -> None:
+        seen[key] = faiss.omp_get_max_threads()
+
+    for fn, args in ((untouched, ("before",)), (narrow_here, ()), (untouched, ("after",))):
+        t = threading.Thread(target=fn, args=args)
+        t.start()
+        t.join()
+    assert seen["narrowed"] == 1
+    assert seen["after"] == seen["before"]  # OpenMP's setting belongs to the thread that made it
+    if (os.cpu_count() or 1) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        assert seen["before"] > 1
+    numpy_blas = [i for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+    assert numpy_blas and all(i["num_threads"] == 1 for i in numpy_blas)  # its idle threads spin: off
+
+
+def test_thread_budget_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMSEARCH_THREADS", "3")
+    assert threads.budget() == 3
+    monkeypatch.setenv("MMSEARCH_THREADS", "zero")
+    assert threads.budget() >= 1
