@@ -236,3 +236,41 @@ def test_thread_budget_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert threads.budget() == 3
     monkeypatch.setenv("MMSEARCH_THREADS", "zero")
     assert threads.budget() >= 1
+
+
+def test_a_query_that_crashes_the_batch_fails_alone() -> None:
+    """A failure no one planned for (a decoder crashing on one hostile upload) must not fail the other
+    requests of its batch: they are answered again one by one."""
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def run_many(queries):
+        if not calls:
+            gate.wait(10)
+        calls.append(len(queries))
+        if any(q.parts[0].value == "boom" for q in queries):
+            raise RuntimeError("decoder crashed")
+        return [[q.parts[0].value] for q in queries]
+
+    b = Batcher(run_many, max_batch=8, window_s=0.0)
+    answers: dict[str, object] = {}
+
+    def ask(text: str) -> None:
+        try:
+            answers[text] = b.search(Query.parse(text))
+        except RuntimeError as e:
+            answers[text] = e
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    time.sleep(0.2)
+    rest = [threading.Thread(target=ask, args=(t,)) for t in ("a", "boom", "c")]
+    for t in rest:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in [first, *rest]:
+        t.join(10)
+    assert calls[:2] == [1, 3]  # the batch of three failed as a whole...
+    assert answers["a"] == ["a"] and answers["c"] == ["c"]  # ...and was answered again, one by one
+    assert isinstance(answers["boom"], RuntimeError)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # The ticket of the search request this context serves (set by Arrivals, read where its query is queued).
 TICKET: ContextVar[list[bool] | None] = ContextVar("mmsearch_search_ticket", default=None)
 
-RunMany = Callable[[Sequence["Query"]], "list[list[Hit] | MmsearchError]"]
+RunMany = Callable[[Sequence["Query"]], "Sequence[list[Hit] | MmsearchError]"]
 
 IDLE_EXIT_S = 30.0  # the worker thread ends after this long with nothing to do (and starts again on demand)
 
@@ -117,18 +117,25 @@ class Batcher:
         while (batch := self._take()) is not None:
             self.batches.append(len(batch))
             started = time.monotonic()
+            answers: Sequence[list[Hit] | BaseException]
             try:
                 answers = self._run_many([q for q, _ in batch])
                 self._last_s = time.monotonic() - started
-            except BaseException as e:  # noqa: BLE001 - every waiting request gets the failure, not a hang
-                for _, fut in batch:
-                    fut.set_exception(e)
-                continue
+            except Exception:
+                # an unexpected failure (a decoder crashing on one hostile upload): each query again
+                # alone, so only the one that fails gets the error
+                answers = [self._alone(q) for q, _ in batch]
             for (_, fut), answer in zip(batch, answers, strict=True):
-                if isinstance(answer, MmsearchError):
+                if isinstance(answer, BaseException):
                     fut.set_exception(answer)
                 else:
                     fut.set_result(answer)
+
+    def _alone(self, query: Query) -> list[Hit] | BaseException:
+        try:
+            return self._run_many([query])[0]
+        except Exception as e:  # the waiting request gets it (a 500, logged), never a hang
+            return e
 
 
 class Arrivals:
