@@ -43,7 +43,7 @@ print("RESULT", json.dumps({"seconds": time.perf_counter() - t}))
 """
 
 BUILD_CHILD = """
-import sys, numpy as np
+import hashlib, sys, numpy as np
 from pathlib import Path
 from mmsearch import Engine
 from mmsearch.store import ItemRecord
@@ -57,7 +57,8 @@ with Engine.open(idx, model="builtin", create=True) as eng:
         m = min(5000, n - start)
         x = centres[rng.integers(0, len(centres), m)] + 0.35 * rng.standard_normal((m, enc.dim))
         x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-        recs = [ItemRecord(f"/photos/{start + i:07d}.jpg", "image", 1, 1, _digest(start + i), x[i]) for i in range(m)]
+        digest = [hashlib.sha256((start + i).to_bytes(8, "little")).hexdigest() for i in range(m)]  # uniform
+        recs = [ItemRecord(f"/photos/{start + i:07d}.jpg", "image", 1, 1, digest[i], x[i]) for i in range(m)]
         eng.store.write_batch(recs, {})
     eng.search(text="warm up")  # builds and saves the FAISS file
 print("RESULT {}")

@@ -90,7 +90,9 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeEncoder]:
         return current["fake"]
 
     yield swap  # type: ignore[misc]
-    encoders.clear_cache()
+    # builtin is deterministic and stateless once loaded: kept for the next test (a reload with an empty
+    # cache dir costs seconds: its class vectors, its CNN's fingerprint)
+    encoders.clear_cache(keep=("builtin",))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ this way). Loaded encoders are cached per process, so a server or a test session
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +64,14 @@ _lock = threading.RLock()  # re-entrant: a trained model loads its base model
 def register(prefix: str, factory: Factory) -> None:
     """Make ``prefix:SPEC`` load through ``factory(SPEC)``. A bare ``prefix`` calls ``factory("")``."""
     _factories[prefix] = factory
-    _cache.clear()
+    for name in [n for n in _cache if n == prefix or n.startswith(prefix + ":")]:
+        del _cache[name]  # loaded through the factory this one replaces
 
 
-def clear_cache() -> None:
-    """Forget loaded encoders (tests use this)."""
-    _cache.clear()
+def clear_cache(keep: Collection[str] = ()) -> None:
+    """Forget loaded encoders, but those named in ``keep`` (tests use this)."""
+    for name in [n for n in _cache if n not in keep]:
+        del _cache[name]
 
 
 def _openclip(spec: str) -> Encoder:
