@@ -6,6 +6,7 @@ the ingest pipeline (:mod:`mmsearch.ingest`) and the search pipeline (:mod:`mmse
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import numpy as np
 from mmsearch import threads
 from mmsearch.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_towers
 from mmsearch.encoders.towers import Towers, check_recorded, record, recorded_dim
-from mmsearch.errors import IndexNotFoundError, MmsearchError, ModelError, ModelMismatchError
+from mmsearch.errors import IndexNotFoundError, MmsearchError, ModelError, ModelMismatchError, StoreWriteError
 from mmsearch.ingest import IndexOptions, IngestHooks, IngestReport, index_paths
 from mmsearch.modalities import get, space
 from mmsearch.paths import resolve_index_dir
@@ -153,7 +154,10 @@ class Engine:
                 batches committed stays, and the next run goes on from there.
             IndexCorruptError: the database is damaged (every page is read first).
         """
-        return index_paths(self.store, self.spaces, self.towers, paths, options or IndexOptions(**settings), hooks)
+        report = index_paths(self.store, self.spaces, self.towers, paths, options or IndexOptions(**settings), hooks)
+        with contextlib.suppress(StoreWriteError):  # best effort: a query computes them when missing
+            self.searcher.save_reference()  # so that queries never encode the fusion's reference phrases
+        return report
 
     # -- search -------------------------------------------------------------------------------------------
     def search(

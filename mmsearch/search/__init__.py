@@ -6,12 +6,14 @@ snapshot, with every FAISS index older than it reloaded first).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from mmsearch import threads
-from mmsearch.encoders import TEXT
+from mmsearch.encoders import TEXT, Encoder
 from mmsearch.encoders.towers import Towers
 from mmsearch.errors import MmsearchError, QueryError
 from mmsearch.modalities import get, space
@@ -174,13 +176,50 @@ class Searcher:
         if encoder is None:
             return np.zeros((0, towers.primary.dim), dtype=np.float32)
         if self._reference is None:
-            self._reference = encoder.encode_text(list(REFERENCE_TEXTS))
+            self._reference = self._stored_reference(encoder)
+            if self._reference is None:
+                self._reference = encoder.encode_text(list(REFERENCE_TEXTS))
         parts = [self._reference]
         for name in sorted(present):
             s = space(name)
             if s.text_derived or (s.own and _text_like(s.modality)):
                 parts.append(self._sample(name, gens))
         return np.concatenate([p for p in parts if len(p)])
+
+    def save_reference(self) -> None:
+        """Store the reference phrases' vectors in the index (an index run does, its model loaded), so a
+        query process never encodes them: 64 texts, 1.4-2.7 s of a cold query with OpenCLIP.
+
+        Raises:
+            StoreWriteError: the index cannot be written.
+        """
+        encoder = self._towers().get(TEXT)
+        if encoder is None or self._stored_reference(encoder) is not None:
+            return
+        vecs = np.ascontiguousarray(encoder.encode_text(list(REFERENCE_TEXTS)), dtype="<f4")
+        self.store.set_meta(
+            **{
+                REFERENCE_KEY: {
+                    "model": encoder.fingerprint,
+                    "texts": _texts_digest(),
+                    "shape": list(vecs.shape),
+                    "data": base64.b64encode(vecs.tobytes()).decode(),
+                }
+            }
+        )
+        self._reference = vecs
+
+    def _stored_reference(self, encoder: Encoder) -> np.ndarray | None:
+        """The stored reference vectors, if they are this text tower's for these phrases."""
+        got = self.store.get_meta(REFERENCE_KEY)
+        if not isinstance(got, dict) or got.get("model") != encoder.fingerprint or got.get("texts") != _texts_digest():
+            return None
+        try:
+            vecs = np.frombuffer(base64.b64decode(got["data"], validate=True), dtype="<f4")
+            vecs = vecs.reshape(len(REFERENCE_TEXTS), encoder.dim).astype(np.float32)
+        except (KeyError, TypeError, ValueError):
+            return None  # damaged: computed again, as before
+        return vecs if np.isfinite(vecs).all() else None
 
     def _sample(self, space: str, gens: dict[str, int]) -> np.ndarray:
         key = (space, gens.get(space, 0))
@@ -189,6 +228,13 @@ class Searcher:
             cached = (key, self.store.sample_vectors(space))
             self._samples[space] = cached
         return cached[1]
+
+
+REFERENCE_KEY = "reference_vectors"
+
+
+def _texts_digest() -> str:
+    return hashlib.sha256("\n".join(REFERENCE_TEXTS).encode()).hexdigest()[:16]
 
 
 def _text_like(modality: str) -> bool:
