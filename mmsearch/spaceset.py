@@ -59,6 +59,9 @@ class SpaceSet:
     def writing(self) -> Iterator[None]:
         """While an index run holds the lock: changes are this process's, saves must succeed."""
         self._writing = True
+        for space in [sp for sp, vi in self._indexes.items() if vi.mapped]:
+            del self._indexes[space]  # read-only views of their files: loaded again, writable
+            self._dirty.discard(space)
         try:
             yield
         finally:
@@ -70,12 +73,19 @@ class SpaceSet:
         return bool(self._dirty)
 
     def add(self, space: str, ids: Sequence[int], vectors: np.ndarray) -> None:
-        self.get(space).add(np.asarray(ids, dtype=np.int64), vectors)
+        self._writable(space).add(np.asarray(ids, dtype=np.int64), vectors)
         self._changed(space)
 
     def remove(self, space: str, ids: Sequence[int]) -> None:
-        self.get(space).remove(ids)
+        self._writable(space).remove(ids)
         self._changed(space)
+
+    def _writable(self, space: str) -> VectorIndex:
+        vi = self.get(space)
+        if vi.mapped:  # only outside writing(): load it again, read into memory
+            del self._indexes[space]
+            vi = self.get(space, mapped=False)
+        return vi
 
     def _changed(self, space: str) -> None:
         # Only the lock holder writes, so the index now reflects the store's latest commit.
@@ -85,8 +95,12 @@ class SpaceSet:
             self.save()  # queries running meanwhile load this instead of rebuilding from SQLite
 
     # -- loading ----------------------------------------------------------------------------------------
-    def get(self, space: str) -> VectorIndex:
-        """The index of ``space``, loaded from its file if that still agrees with SQLite, else rebuilt."""
+    def get(self, space: str, mapped: bool | None = None) -> VectorIndex:
+        """The index of ``space``, loaded from its file if that still agrees with SQLite, else rebuilt.
+
+        Outside an index run the file is memory-mapped (read-only: opened in milliseconds, its pages
+        shared with other processes); an index run reads it into memory, to change it.
+        """
         vi = self._indexes.get(space)
         if vi is not None:
             return vi
@@ -95,7 +109,8 @@ class SpaceSet:
             gen = self.store.generation(space)
             if path.exists():
                 try:
-                    vi, saved_gen = VectorIndex.load(path, self.recipes, space)
+                    mapping = not self._writing if mapped is None else mapped
+                    vi, saved_gen = VectorIndex.load(path, self.recipes, space, mapped=mapping)
                     if saved_gen != gen or not self._agrees(space, vi):
                         vi = None
                 except MmsearchError:

@@ -6,13 +6,16 @@ import base64
 from pathlib import Path
 
 import numpy as np
-from conftest import DIM
+import pytest
+from conftest import DIM, solid
 from typer.testing import CliRunner
 
 from mmsearch import Engine
 from mmsearch.cli import app
+from mmsearch.errors import MmsearchError
 from mmsearch.search import REFERENCE_KEY
 from mmsearch.search.fusion import REFERENCE_TEXTS
+from mmsearch.vector_index import VectorIndex, load_recipes
 
 runner = CliRunner()
 
@@ -62,3 +65,51 @@ def test_damaged_or_foreign_reference_vectors_are_computed_again(photos: Path, t
             enc = fake_model("fake-v1")
             assert ranking(eng, "blue sea") == want, value
             assert enc.calls["text"] == 1 + len(REFERENCE_TEXTS)
+
+
+def test_queries_map_faiss_files_and_an_index_run_in_the_same_process_still_writes(
+    photos: Path, tmp_path: Path
+) -> None:
+    idx = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(photos), "--index", str(idx), "--model", "fake", "-q"]).exit_code == 0
+    with Engine.open(idx) as eng:
+        got = ranking(eng, "green")
+        assert eng.spaces.get("image").mapped  # opened, not read
+    recipes = load_recipes()
+    read, _ = VectorIndex.load(idx / "image.faiss", recipes, "image")
+    mapped, _ = VectorIndex.load(idx / "image.faiss", recipes, "image", mapped=True)
+    q = np.eye(read.dim, dtype=np.float32)[:4]
+    assert np.array_equal(read.search(q, 5)[1], mapped.search(q, 5)[1]) and np.array_equal(read.ids(), mapped.ids())
+    with pytest.raises(MmsearchError, match="read-only"):
+        mapped.add(np.array([10**6]), q[:1])  # a typed error, never FAISS aborting the process
+    # search (mapped), then index more in the same Engine: the run reads its indexes into memory
+    with Engine.open(idx) as eng:
+        assert ranking(eng, "green") == got
+        solid(photos / "more" / "green2.png", "green")
+        eng.index([photos])
+        assert not eng.spaces.get("image").mapped
+        names = [name for name, _ in ranking(eng, "green")]
+        assert {"green.jpg", "green2.png"} <= set(names[:3])
+    with Engine.open(idx) as eng:  # and the next reader maps the file the run saved
+        assert "green2.png" in [name for name, _ in ranking(eng, "green")][:3]
+        assert eng.spaces.get("image").mapped
+
+
+def test_a_mapped_ivf_index_searches_as_the_read_one(tmp_path: Path) -> None:
+    recipes = load_recipes()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    vi = VectorIndex.build(24, recipes["ivf"], [(ids, x)], 3000, x)
+    path = tmp_path / "image.faiss"
+    vi.write_temp(path, 7, "image").commit()
+    read, gen = VectorIndex.load(path, recipes, "image")
+    mapped, gen2 = VectorIndex.load(path, recipes, "image", mapped=True)
+    assert gen == gen2 == 7 and mapped.mapped and read.recipe.is_ivf
+    D1, I1 = read.search(x[:20], 10)
+    D2, I2 = mapped.search(x[:20], 10)
+    assert np.array_equal(I1, I2) and np.allclose(D1, D2) and (I1[:, 0] == ids[:20]).all()
+    assert np.array_equal(read.ids(), mapped.ids())
+    with pytest.raises(MmsearchError, match="read-only"):
+        mapped.remove([1])

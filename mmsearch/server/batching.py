@@ -60,7 +60,7 @@ class Batcher:
         self._worker: threading.Thread | None = None
         self._last = 1  # the size of the last batch
         self._last_s = 0.0  # and how long it ran
-        self.batches: deque[int] = deque(maxlen=10_000)  # sizes of the latest batches (for tests, /stats)
+        self.batches: deque[int] = deque(maxlen=10_000)  # sizes of the latest batches (/health shows them)
 
     def expect(self) -> list[bool]:
         """Count a search request that has started arriving (its body is on its way, or being decoded); a
@@ -140,7 +140,9 @@ class Batcher:
 
 class Arrivals:
     """ASGI middleware: a POST to a search route counts as arriving (:meth:`Batcher.expect`) from the
-    moment it reaches the server until its query is queued or it ends."""
+    moment its body is in (the Guard outside it reads bodies whole first, so a client dripping one does
+    not hold batches back) until its query is queued or it ends. A request without the token counts too,
+    until its route refuses it: at worst a batch waits its window."""
 
     def __init__(self, app: ASGIApp, batcher: Batcher, paths: Sequence[str] = ("/search", "/knn-service")) -> None:
         self.app = app
