@@ -331,7 +331,14 @@ class VectorIndex:
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as e:
-            raise IndexCorruptError(f"cannot read vector index {path}: {str(e).strip().splitlines()[0]}") from e
+            damaged = IndexCorruptError(f"cannot read vector index {path}: {str(e).strip().splitlines()[0]}")
+            if not mapped:
+                raise damaged from e
+            try:  # where mapping is not supported (a platform, a file system), read it whole
+                index = faiss.read_index(str(path))
+            except RuntimeError:
+                raise damaged from e
+            mapped = False
         if int(index.d) != meta["dim"] or int(index.ntotal) != meta["ntotal"]:
             raise IndexCorruptError(f"vector index {path} does not match its sidecar")
         return cls(meta["dim"], recipe, index, mapped=mapped), meta["generation"]
