@@ -154,6 +154,30 @@ def test_server_batches_concurrent_mixed_queries_and_answers_each_as_alone(libra
     assert max(int(k) for k in stats["sizes"]) > 1, stats  # they were answered together, not in turn
 
 
+def queue_behind_a_held_batch(b: Batcher, gate: threading.Event, texts: tuple[str, ...]) -> dict[str, object]:
+    """Ask "first" (its batch holds the worker until ``gate``), then ``texts`` while it waits; each
+    request's answer, or the exception it raised."""
+    answers: dict[str, object] = {}
+
+    def ask(text: str) -> None:
+        try:
+            answers[text] = b.search(Query.parse(text))
+        except Exception as e:  # noqa: BLE001 - what each request got is the point
+            answers[text] = e
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    time.sleep(0.2)
+    rest = [threading.Thread(target=ask, args=(t,)) for t in texts]
+    for t in rest:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in [first, *rest]:
+        t.join(10)
+    return answers
+
+
 def test_batcher_takes_what_queued_and_hands_each_its_own_answer() -> None:
     seen: list[list[str]] = []
     gate = threading.Event()
@@ -165,25 +189,9 @@ def test_batcher_takes_what_queued_and_hands_each_its_own_answer() -> None:
         return [QueryError(f"no {q.parts[0].value}") if q.parts[0].value.startswith("bad") else [q.parts[0].value]
                 for q in queries]  # fmt: skip
 
-    b = Batcher(run_many, max_batch=4, window_s=0.0)
-    answers: dict[str, object] = {}
-
-    def ask(text: str) -> None:
-        try:
-            answers[text] = b.search(Query.parse(text))
-        except QueryError as e:
-            answers[text] = e
-
-    first = threading.Thread(target=ask, args=("first",))
-    first.start()
-    time.sleep(0.2)
-    rest = [threading.Thread(target=ask, args=(t,)) for t in ("a", "b", "bad c", "d", "e", "f")]
-    for t in rest:
-        t.start()
-    time.sleep(0.3)
-    gate.set()
-    for t in [first, *rest]:
-        t.join(10)
+    answers = queue_behind_a_held_batch(
+        Batcher(run_many, max_batch=4, window_s=0.0), gate, ("a", "b", "bad c", "d", "e", "f")
+    )
     assert seen[0] == ["first"]
     assert sorted(len(s) for s in seen[1:]) == [2, 4]  # six queued: one batch of max_batch, then the rest
     assert {t for s in seen for t in s} == {"first", "a", "b", "bad c", "d", "e", "f"}
@@ -252,25 +260,7 @@ def test_a_query_that_crashes_the_batch_fails_alone() -> None:
             raise RuntimeError("decoder crashed")
         return [[q.parts[0].value] for q in queries]
 
-    b = Batcher(run_many, max_batch=8, window_s=0.0)
-    answers: dict[str, object] = {}
-
-    def ask(text: str) -> None:
-        try:
-            answers[text] = b.search(Query.parse(text))
-        except RuntimeError as e:
-            answers[text] = e
-
-    first = threading.Thread(target=ask, args=("first",))
-    first.start()
-    time.sleep(0.2)
-    rest = [threading.Thread(target=ask, args=(t,)) for t in ("a", "boom", "c")]
-    for t in rest:
-        t.start()
-    time.sleep(0.3)
-    gate.set()
-    for t in [first, *rest]:
-        t.join(10)
+    answers = queue_behind_a_held_batch(Batcher(run_many, max_batch=8, window_s=0.0), gate, ("a", "boom", "c"))
     assert calls[:2] == [1, 3]  # the batch of three failed as a whole...
     assert answers["a"] == ["a"] and answers["c"] == ["c"]  # ...and was answered again, one by one
     assert isinstance(answers["boom"], RuntimeError)

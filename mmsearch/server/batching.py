@@ -86,10 +86,7 @@ class Batcher:
         fut: Future[list[Hit]] = Future()
         with self._cv:
             self._queue.append((query, fut))
-            ticket = TICKET.get()
-            if ticket and ticket[0]:
-                ticket[0] = False
-                self._arriving -= 1
+            self.release(TICKET.get())  # queued: no longer arriving (the condition's lock is re-entrant)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._loop, name="mmsearch-search", daemon=True)
                 self._worker.start()

@@ -24,13 +24,17 @@ KEEP_ALIVE_S = 5.0
 MAX_CONNECTIONS = 512  # more at once are answered 503
 
 
-class TimelyH11Protocol(H11Protocol):
-    """h11 with a deadline for request headers: silent or dripping connections are closed."""
+class _HeaderDeadline:
+    """The deadline itself, shared by both parsers: armed on connect and after each response, disarmed
+    once a request's headers are in (each parser says when: :meth:`_headers_in`)."""
 
     _header_deadline: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def _arm(self) -> None:
@@ -47,58 +51,35 @@ class TimelyH11Protocol(H11Protocol):
         waiting = self.cycle is None or self.cycle.response_complete  # no request in progress
         if waiting and not self.transport.is_closing():
             self.transport.close()
+
+    def _headers_in(self) -> None:
+        self._disarm()  # a request's headers are in: the app's own limits apply from here
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class TimelyH11Protocol(_HeaderDeadline, H11Protocol):
+    """h11 with a deadline for request headers: silent or dripping connections are closed."""
 
     def handle_events(self) -> None:
         super().handle_events()
         if self.cycle is not None and not self.cycle.response_complete:
-            self._disarm()  # a request's headers are in: the app's own limits apply from here
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+            self._headers_in()
 
 
-class TimelyHttpToolsProtocol(HttpToolsProtocol):
+class TimelyHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
     """httptools with the same deadline for request headers."""
-
-    _header_deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-
-    def _too_slow(self) -> None:
-        self._header_deadline = None
-        waiting = self.cycle is None or self.cycle.response_complete  # no request in progress
-        if waiting and not self.transport.is_closing():
-            self.transport.close()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._disarm()  # a request's headers are in: the app's own limits apply from here
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+        self._headers_in()
 
 
 def server_config(app: Any, host: str, port: int, **kw: Any) -> Any:
