@@ -113,3 +113,48 @@ def test_a_mapped_ivf_index_searches_as_the_read_one(tmp_path: Path) -> None:
     assert np.array_equal(read.ids(), mapped.ids())
     with pytest.raises(MmsearchError, match="read-only"):
         mapped.remove([1])
+
+
+def _store_with(path: Path, rows: list[tuple[int, str, np.ndarray]]):
+    from mmsearch.store import Store
+
+    store = Store(path)
+    with store.engine.begin() as conn:
+        raw = conn.connection.dbapi_connection
+        cur = raw.cursor()
+        cur.executemany(
+            "INSERT INTO items (id, path, modality, size, mtime_ns, content_hash, status, indexed_at) "
+            "VALUES (?, ?, 'image', 1, 1, ?, 'ok', 0)",
+            [(i, f"/p/{h}.jpg", h) for i, h, _ in rows],
+        )
+        cur.executemany(
+            "INSERT INTO vectors (item_id, space, data) VALUES (?, 'image', ?)", [(i, v.tobytes()) for i, _, v in rows]
+        )
+        # a second space on a few items only: its sample holds those alone
+        cur.executemany(
+            "INSERT INTO vectors (item_id, space, data) VALUES (?, 'caption', ?)",
+            [(i, v.tobytes()) for i, _, v in rows[:7]],
+        )
+    return store
+
+
+def test_the_calibration_sample_is_chosen_by_content_and_bounded(tmp_path: Path) -> None:
+    """The n items with the smallest content hashes, whatever order (and ids) they were written in."""
+    import hashlib
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((3000, 8)).astype(np.float32)
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3000)]
+    rows = [(i + 1, hashes[i], vecs[i]) for i in range(3000)]
+    order = rng.permutation(3000)
+    shuffled = [(j + 1, hashes[i], vecs[i]) for j, i in enumerate(order)]  # other ids, other order
+    a, b = _store_with(tmp_path / "a.sqlite3", rows), _store_with(tmp_path / "b.sqlite3", shuffled)
+    sa, sb = a.sample_vectors("image", n=1000), b.sample_vectors("image", n=1000)
+    want = vecs[np.argsort(hashes)[:1000]]
+    np.testing.assert_array_equal(sa, want)
+    np.testing.assert_array_equal(sb, want)
+    assert a.sample_vectors("image", n=5000).shape == (3000, 8)  # fewer than n: all of them
+    assert a.sample_vectors("caption", n=1000).shape == (7, 8)
+    assert a.sample_vectors("absent").shape == (0, 0)
+    a.close()
+    b.close()

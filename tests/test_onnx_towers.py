@@ -63,6 +63,26 @@ def test_a_damaged_export_is_replaced_and_onnx_can_be_turned_off(monkeypatch: py
     np.testing.assert_allclose(off.encode_text(["a red car"]), want, atol=1e-5)
 
 
+def test_builtins_cnn_in_onnx_gives_the_torch_vectors_and_features() -> None:
+    """An index run builds the CNN in torch and exports it; a query process runs the export."""
+    from PIL import Image
+    from skimage import data
+
+    from mmsearch.encoders.builtin import CNN_KIND, BuiltinEncoder
+
+    pictures = [Image.fromarray(data.astronaut()), Image.fromarray(data.chelsea()), Image.new("RGB", (300, 200), "red")]
+    indexing = BuiltinEncoder()
+    want, want_features = indexing.image_features(pictures)  # torch: builds the CNN, exports it
+    assert onnx_towers.cache_file(CNN_KIND, indexing._cnn_fingerprint).is_file()
+    querying = BuiltinEncoder()
+    got, features = querying.image_features(pictures)
+    assert querying._cnn is None  # never built in torch
+    assert np.sum(want * got, axis=1).min() >= 1 - 1e-5 and np.abs(want - got).max() <= 1e-5
+    assert features.shape == want_features.shape == (3, 5120)  # the 2x2 pooling, in numpy, as torch pools
+    assert np.abs(features - want_features).max() <= 1e-4 * np.abs(want_features).max()
+    np.testing.assert_allclose(querying.encode_image(pictures[:1]), got[:1], atol=1e-6)  # one at a time too
+
+
 def _cli(args: list[str], env: dict[str, str], probe: bool = False) -> subprocess.CompletedProcess[str]:
     """``mmsearch ARGS`` in a new process; ``probe``: also print which heavy modules it imported."""
     code = (
@@ -87,6 +107,11 @@ def test_a_text_query_imports_no_torch_and_ranks_as_torch_does(photos: Path, tmp
     assert cold.returncode == 0, cold.stderr[-3000:]
     imported = json.loads(cold.stderr.split("IMPORTED ", 1)[1].splitlines()[0])
     assert imported == []  # no torch, timm or open_clip for a text query
+    by_example = _cli(["query", "--image", str(photos / "red.jpg"), "--index", str(idx), "--json"], env, probe=True)
+    assert by_example.returncode == 0, by_example.stderr[-3000:]
+    assert json.loads(by_example.stderr.split("IMPORTED ", 1)[1].splitlines()[0]) == []  # nor for a picture
+    first = json.loads(by_example.stdout)[0]
+    assert Path(first["path"]).name == "red.jpg" and first["score"] >= 0.999  # itself, as torch embedded it
     in_torch = _cli(query, {**env, "MMSEARCH_ONNX": "0"}, probe=True)
     assert in_torch.returncode == 0, in_torch.stderr[-3000:]
     assert "torch" in json.loads(in_torch.stderr.split("IMPORTED ", 1)[1].splitlines()[0])  # the probe can fail

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmsearch.encoders import onnx_towers
 from mmsearch.encoders.base import AUDIO, IMAGE, TEXT, EncoderBase, fingerprint_torch, l2_normalize
 from mmsearch.errors import ModelError
 
@@ -38,6 +39,10 @@ CONFIG = (
     f"conse-v2:k{TOP_K}:t{TEMPERATURE}:{'|'.join(PROMPTS)}:s{SYNONYMS_PER_CLASS}:d{int(USE_DEFINITIONS)}"
     f":soundnet8:k{AUDIO_TOP_K}:t{AUDIO_TEMPERATURE}"
 )
+
+
+CNN_KIND = "builtin-cnn"  # its ONNX export (onnx_towers), keyed by the CNN's fingerprint
+_CNN_INPUTS = ("pixels",)
 
 
 def _effnet() -> Any:
@@ -140,6 +145,7 @@ class BuiltinEncoder(EncoderBase):
             self.text = MiniLMEncoder(path, device="cpu", name="minilm")
         # The CNN is built on first image use (timm's import alone costs ~1.3 s): text queries never need it.
         self._cnn: Any = None
+        self._cnn_onnx: onnx_towers.Session | None | bool = False  # False: not looked for yet
         self._cnn_fingerprint = _cnn_fingerprint()
         self.fingerprint = hashlib.sha256(
             f"{self.text.fingerprint}:{self._cnn_fingerprint}:{CONFIG}".encode()
@@ -161,7 +167,34 @@ class BuiltinEncoder(EncoderBase):
                 _cnn_fingerprint_cache().unlink(missing_ok=True)
                 raise ModelError("builtin's image weights changed since this process started: run it again")
             self._cnn = cnn
+            if self._cnn_session is None and onnx_towers.enabled():  # so that image queries need no torch
+                self._export_cnn(cnn)
         return self._cnn
+
+    def _export_cnn(self, cnn: Any) -> None:
+        torch = self._torch
+
+        def forward(batch: Any) -> Any:
+            return self._run_cnn(cnn, batch, None)[1:]
+
+        example = (torch.zeros(2, 3, 224, 224),)
+        onnx_towers.export(
+            CNN_KIND,
+            self._cnn_fingerprint,
+            forward,
+            example,
+            _CNN_INPUTS,
+            {"pixels": {0: "n"}},
+            ("logits", "fmap"),
+            modules=(cnn,),
+        )
+
+    @property
+    def _cnn_session(self) -> onnx_towers.Session | None:
+        """The CNN exported to ONNX, for processes that have not built it in torch (queries)."""
+        if self._cnn_onnx is False:
+            self._cnn_onnx = onnx_towers.open_session(CNN_KIND, self._cnn_fingerprint, _CNN_INPUTS)
+        return self._cnn_onnx  # type: ignore[return-value]
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.encode_text(texts)
@@ -172,6 +205,11 @@ class BuiltinEncoder(EncoderBase):
         The pooled map keeps colour, texture and left/right layout that class names lose; trained
         heads (``mmsearch train``) read it.
         """
+        session = self._cnn_session if self._cnn is None else None  # an index run keeps the torch CNN it built
+        if session is not None:
+            batch = np.stack([_preprocess_array(im) for im in images]).transpose(0, 3, 1, 2)
+            logits, fmap = session.run_all({"pixels": np.ascontiguousarray(batch)})
+            return self._conse(logits), _pool_2x2(fmap)
         conse, fmap = self._forward(images, split=None)
         pooled = self._torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1)
         return conse, np.ascontiguousarray(pooled.float().numpy(), dtype=np.float32)
@@ -188,18 +226,21 @@ class BuiltinEncoder(EncoderBase):
         return self._forward_tensor(batch, None)[0]
 
     def _forward_tensor(self, batch: Any, split: int | None) -> tuple[np.ndarray, Any]:
-        torch = self._torch
-        cnn = self.cnn
-        with torch.no_grad():
-            h = cnn.bn1(cnn.conv_stem(batch))
-            kept = None
-            for i, stage in enumerate(cnn.blocks):
-                if i == split:
-                    kept = h
-                h = stage(h)
-            fmap = cnn.bn2(cnn.conv_head(h))
-            logits = cnn.forward_head(fmap).float().numpy()
-        return self._conse(logits), fmap if kept is None else kept
+        with self._torch.no_grad():
+            kept, logits, fmap = self._run_cnn(self.cnn, batch, split)
+        return self._conse(logits.float().numpy()), fmap if kept is None else kept
+
+    @staticmethod
+    def _run_cnn(cnn: Any, batch: Any, split: int | None) -> tuple[Any, Any, Any]:
+        """(the activations entering stage ``split`` or None, the ImageNet logits, the final feature map)."""
+        h = cnn.bn1(cnn.conv_stem(batch))
+        kept = None
+        for i, stage in enumerate(cnn.blocks):
+            if i == split:
+                kept = h
+            h = stage(h)
+        fmap = cnn.bn2(cnn.conv_head(h))
+        return kept, cnn.forward_head(fmap), fmap
 
     def _conse(self, logits: np.ndarray, temperature: float = TEMPERATURE, top_k: int = TOP_K) -> np.ndarray:
         """Probability-weighted mean of the top-K class text vectors (Norouzi et al., 2014)."""
@@ -271,8 +312,23 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _preprocess(im: Image.Image) -> Any:
-    """Resize the short side to 224 (bicubic), centre-crop 224, scale to (x - 127.5) / 128."""
+    """Resize the short side to 224 (bicubic), centre-crop 224, scale to (x - 127.5) / 128: ``[3, 224, 224]``."""
     import torch
+
+    return torch.from_numpy(_preprocess_array(im)).permute(2, 0, 1)
+
+
+def _pool_2x2(fmap: np.ndarray) -> np.ndarray:
+    """``adaptive_avg_pool2d(fmap, 2).flatten(1)`` in numpy: bin i spans rows floor(i*h/2) to ceil((i+1)*h/2)."""
+    n, c, h, w = fmap.shape
+    rows = [(0, -(-h // 2)), (h // 2, h)]
+    cols = [(0, -(-w // 2)), (w // 2, w)]
+    bins = [fmap[:, :, r0:r1, c0:c1].mean(axis=(2, 3)) for r0, r1 in rows for c0, c1 in cols]
+    return np.ascontiguousarray(np.stack(bins, axis=2).reshape(n, c * 4), dtype=np.float32)
+
+
+def _preprocess_array(im: Image.Image) -> np.ndarray:
+    """:func:`_preprocess` as a ``[224, 224, 3]`` float32 array (no torch)."""
     from PIL import Image as PILImage
 
     im = im.convert("RGB")
@@ -281,8 +337,7 @@ def _preprocess(im: Image.Image) -> Any:
     im = im.resize((max(224, round(w * s)), max(224, round(h * s))), PILImage.Resampling.BICUBIC)
     w, h = im.size
     left, top = (w - 224) // 2, (h - 224) // 2
-    arr = (np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32) - 127.5) / 128.0
-    return torch.from_numpy(arr).permute(2, 0, 1)
+    return (np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32) - 127.5) / 128.0
 
 
 @functools.lru_cache(maxsize=2)

@@ -59,6 +59,9 @@ class Session:
     def run(self, feed: dict[str, Any]) -> Any:
         return self._session.run(None, feed)[0]
 
+    def run_all(self, feed: dict[str, Any]) -> list[Any]:
+        return list(self._session.run(None, feed))
+
 
 def open_session(kind: str, fingerprint: str, inputs: Sequence[str]) -> Session | None:
     """The cached export of a tower, or None (not exported yet, ONNX Runtime missing or turned off).
@@ -88,16 +91,23 @@ def export(
     example: tuple[Any, ...],
     inputs: Sequence[str],
     dynamic: dict[str, dict[int, str]],
+    outputs: Sequence[str] = ("out",),
+    modules: Sequence[Any] = (),
 ) -> Session | None:
     """Export ``forward`` (a function of torch tensors) for these weights and open it; None when it cannot
     be (no ``onnx`` package, an operator without an ONNX form, a read-only cache dir): the caller keeps
-    running the tower in torch.
+    running the tower in torch. ``modules``: the torch modules ``forward`` runs (their parameters become the
+    graph's weights).
     """
     if not enabled():
         return None
     import torch
 
     class _Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.held = torch.nn.ModuleList(modules)
+
         def forward(self, *args: Any) -> Any:
             return forward(*args)
 
@@ -110,12 +120,12 @@ def export(
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it bakes in
             torch.onnx.export(
-                _Tower(),
+                _Tower().eval(),
                 example,
                 str(tmp),
                 input_names=list(inputs),
-                output_names=["out"],
-                dynamic_axes={**dynamic, "out": {0: "n"}},
+                output_names=list(outputs),
+                dynamic_axes={**dynamic, **{name: {0: "n"} for name in outputs}},
                 opset_version=OPSET,
                 dynamo=False,
             )

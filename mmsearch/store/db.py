@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, exists, func, insert, select, text, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -421,22 +421,21 @@ class Store:
         return out
 
     def sample_vectors(self, space: str, n: int = 1000) -> np.ndarray:
-        """Up to about ``n`` vectors of a space, for score calibration: chosen by content (the items whose
-        content hash falls under a cut), never by id, so an index rebuilt in another order (after a crash,
-        from another walk) calibrates, and so scores, exactly alike."""
+        """Up to ``n`` vectors of a space, for score calibration: those of the items with the smallest
+        content hashes, never chosen by id, so an index rebuilt in another order (after a crash, from another
+        walk) calibrates, and so scores, exactly alike.
+
+        Bounded by what it returns: the content-hash index is walked in order and stops after ``n`` items
+        of the space (no COUNT, no scan of the collection; a space held by few of the items walks further).
+        """
         with self._session() as s:
-            total = s.scalar(select(func.count()).select_from(Vector).where(Vector.space == space)) or 0
-            if total == 0:
+            has = exists().where(Vector.item_id == Item.id, Vector.space == space)
+            ids = list(s.scalars(select(Item.id).where(has).order_by(Item.content_hash, Item.id).limit(n)))
+            if not ids:
                 return np.zeros((0, 0), dtype=np.float32)
-            query = select(Vector.data).where(Vector.space == space)
-            if total > n:
-                prefix = func.substr(Item.content_hash, 1, 4)  # 16 bits of a hex digest: uniform
-                cut = f"{min(0xFFFF, int(0x10000 * n / total)):04x}"
-                query = query.join(Item, Item.id == Vector.item_id).where(prefix < cut)
-            rows = s.execute(query).all()
-            if not rows:  # all hashes above the cut (a handful of items): take them all
-                rows = s.execute(select(Vector.data).where(Vector.space == space)).all()
-        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+            rows = s.execute(select(Vector.item_id, Vector.data).where(Vector.space == space, Vector.item_id.in_(ids)))
+            data = {item_id: blob for item_id, blob in rows}
+        return np.stack([np.frombuffer(data[i], dtype=np.float32) for i in ids if i in data])
 
     def spaces(self) -> list[str]:
         with self._session() as s:
