@@ -196,7 +196,7 @@ def main() -> None:
         "(imports, model load, FAISS file load, query; median of 5).\n\n```\n" + text + "\n```\n"
     )
     print(text)
-    record("query", "Query latency through the product (issue 9)", body, enabled=not args.no_record)
+    record("query", "Query latency through the product (issues 9, 19)", body, enabled=not args.no_record)
 
 
 def serve_latency(idx: Path, queries: list[str]) -> list[float]:
