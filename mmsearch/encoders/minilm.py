@@ -11,7 +11,6 @@ every process after the first runs it there without importing torch: a text quer
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsearch.encoders import onnx_towers
-from mmsearch.encoders.base import TEXT, EncoderBase, fingerprint_arrays, l2_normalize, torch_device
+from mmsearch.encoders.base import (
+    TEXT,
+    EncoderBase,
+    cached_fingerprint,
+    fingerprint_arrays,
+    l2_normalize,
+    torch_device,
+)
 from mmsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -138,7 +144,9 @@ class MiniLMEncoder(EncoderBase):
         encs = self._tok.encode_batch(["a photo of a dog on a beach", "a cat"])
         example = tuple(torch.tensor([getattr(e, k) for e in encs]) for k in ("ids", "type_ids", "attention_mask"))
         axes = {name: {0: "n", 1: "seq"} for name in _INPUTS}
-        return onnx_towers.export(self._onnx_kind, self.fingerprint, self._pooled, example, _INPUTS, axes)
+        if not onnx_towers.export(self._onnx_kind, self.fingerprint, self._pooled, example, _INPUTS, axes):
+            return None
+        return onnx_towers.open_session(self._onnx_kind, self.fingerprint, _INPUTS)
 
     def _prepare(self, w: dict[str, Any]) -> dict[str, Any]:
         """The tensors the forward reads, on the device; each layer's query/key/value fused into one matmul."""
@@ -247,21 +255,7 @@ def _fingerprint(weights_file: Path) -> str:
         raise ModelError(f"cannot load MiniLM model from {weights_file.parent}: {e}") from e
     key = hashlib.sha256(f"{weights_file.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
     cache = user_cache_path("mmsearch", appauthor=False) / f"minilm-{key}.fingerprint"
-    try:
-        cached = cache.read_text().strip()
-        if len(cached) == 16:
-            return cached
-    except OSError:
-        pass
-    fp = _read_fingerprint(weights_file)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
-        tmp.write_text(fp)
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only cache dir costs ~40 ms a process
-    return fp
+    return cached_fingerprint(cache, lambda: _read_fingerprint(weights_file))
 
 
 def _read_fingerprint(weights_file: Path) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,6 @@ class Session:
         opts.log_severity_level = 3
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self._session.get_inputs()]
-        self.path = path
 
     def run(self, feed: dict[str, Any]) -> Any:
         return self._session.run(None, feed)[0]
@@ -93,14 +93,14 @@ def export(
     dynamic: dict[str, dict[int, str]],
     outputs: Sequence[str] = ("out",),
     modules: Sequence[Any] = (),
-) -> Session | None:
-    """Export ``forward`` (a function of torch tensors) for these weights and open it; None when it cannot
-    be (no ``onnx`` package, an operator without an ONNX form, a read-only cache dir): the caller keeps
-    running the tower in torch. ``modules``: the torch modules ``forward`` runs (their parameters become the
-    graph's weights).
+) -> bool:
+    """Export ``forward`` (a function of torch tensors) for these weights into the cache (:func:`open_session`
+    opens it); False when it cannot be (no ``onnx`` package, an operator without an ONNX form, a read-only
+    cache dir): the tower keeps running in torch. ``modules``: the torch modules ``forward`` runs (their
+    parameters become the graph's weights).
     """
     if not enabled():
-        return None
+        return False
     import torch
 
     class _Tower(torch.nn.Module):
@@ -115,8 +115,6 @@ def export(
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        import warnings
-
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it bakes in
             torch.onnx.export(
@@ -132,5 +130,5 @@ def export(
         os.replace(tmp, path)
     except Exception:
         tmp.unlink(missing_ok=True)
-        return None
-    return open_session(kind, fingerprint, inputs)
+        return False
+    return True
