@@ -102,10 +102,13 @@ def query(
       [bold]mmsearch query "a dog" --explain[/bold]                  why each result scored what it did
       [bold]mmsearch query "a dog" --paths-only | xargs open[/bold]
     """
+    from mmsearch.encoders import onnx_towers
     from mmsearch.engine import Engine
     from mmsearch.modalities import get
     from mmsearch.search import Query, QueryPart
     from mmsearch.search.grammar import parse
+
+    onnx_towers.quick_start()  # one query: towers run once or twice, so their sessions open fast instead
 
     with cli_errors():
         parts = []
@@ -173,7 +176,7 @@ def query(
             _print_explain(hits)
 
 
-def _print_explain(hits: list) -> None:  # type: ignore[type-arg]
+def _print_explain(hits: list) -> None:
     from rich.table import Table
 
     for h in hits:

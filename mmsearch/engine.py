@@ -37,7 +37,8 @@ class Engine:
         ...     hits = eng.search(text="a dog on a beach", k=5)
     """
 
-    def __init__(self, index_dir: Path, model: str | None = None, recipe: str | None = None) -> None:
+    def __init__(self, index_dir: str | os.PathLike[str], model: str | None = None, recipe: str | None = None) -> None:
+        index_dir = Path(index_dir).expanduser()
         self.dir = index_dir
         self.store = Store(index_dir / Store.FILENAME)
         self._requested_model = canonical_name(model) if model else None

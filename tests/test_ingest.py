@@ -63,6 +63,16 @@ def test_second_run_embeds_nothing(photos: Path, tmp_path: Path) -> None:
     assert enc.calls == before
 
 
+def test_the_engine_takes_a_plain_string_path(photos: Path, tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "idx", model="fake", create=True) as eng:
+        eng.index([str(photos)])
+    eng = Engine(str(tmp_path / "idx"))  # as Python users write it (was a TypeError: str / str)
+    try:
+        assert eng.dir == tmp_path / "idx" and eng.store.counts() == {"image": 7, "text": 2}
+    finally:
+        eng.close()
+
+
 def test_incremental_add_modify_delete_rename_duplicate(photos: Path, tmp_path: Path) -> None:
     idx = tmp_path / "idx"
     with Engine.open(idx, model="fake", create=True) as eng:

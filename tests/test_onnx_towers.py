@@ -53,9 +53,11 @@ def test_a_damaged_export_is_replaced_and_onnx_can_be_turned_off(monkeypatch: py
     file = onnx_towers.cache_file(first._onnx_kind, first.fingerprint)
     assert first.runtime == "onnx"
     want = first.encode_text(["a red car"])
-    file.write_bytes(file.read_bytes()[: 1 << 16])  # cut short, as a full disk or a killed export leaves it
+    (data,) = file.parent.glob(file.name + ".*.data")  # the weights, beside the (small) optimised graph
+    data.write_bytes(data.read_bytes()[: 1 << 16])  # cut short, as a full disk or a killed export leaves it
     again = MiniLMEncoder(PATH, device="cpu")
-    assert again.runtime == "onnx" and file.stat().st_size > 1 << 20  # exported again
+    (data,) = file.parent.glob(file.name + ".*.data")  # exported again, the damaged weights gone
+    assert again.runtime == "onnx" and data.stat().st_size > 1 << 20
     np.testing.assert_allclose(again.encode_text(["a red car"]), want, atol=1e-6)
     monkeypatch.setenv("MMSEARCH_ONNX", "0")
     off = MiniLMEncoder(PATH, device="cpu")
@@ -123,3 +125,17 @@ def test_a_text_query_imports_no_torch_and_ranks_as_torch_does(photos: Path, tmp
     assert len(a) >= 5 and [n for n, _ in a] == [n for n, _ in b]
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) <= 1e-5
     assert [n for n, _ in a[:2]] == ["red-note.txt", "red.jpg"]  # and a sensible ranking: the red things first
+
+
+def test_an_export_that_fails_says_so_quietly(capfd: pytest.CaptureFixture[str]) -> None:
+    """An operator ONNX lacks: False, no file, and nothing printed (the exporter prints its whole graph, which
+    would land in the middle of `--json` output)."""
+    import torch
+
+    ok = onnx_towers.export(
+        "broken", "0123456789abcdef", lambda x: torch.linalg.eigvals(x).real, (torch.eye(3)[None],), ("x",),
+        {"x": {0: "n"}},
+    )  # fmt: skip
+    out, err = capfd.readouterr()
+    assert ok is False and out == "" and "graph" not in err
+    assert not list(onnx_towers.cache_file("broken", "0123456789abcdef").parent.glob("broken-*"))

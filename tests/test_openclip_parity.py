@@ -1,4 +1,5 @@
-"""mmsearch's OpenCLIP backend returns exactly open_clip's own embeddings (random init, offline)."""
+"""mmsearch's OpenCLIP backend returns exactly open_clip's own embeddings (random init, offline), its text tower
+in ONNX Runtime too, and a text query over an OpenCLIP index never imports torch or open_clip."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ def vit_b32_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("ckpt") / "vit-b-32-random.pt"
     torch.save(model.state_dict(), path)
     return path, model, preprocess
+
+
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(autouse=True)
+def shared_exports(export_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One user cache dir for the module: the text tower is exported once (~10 s), not once per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(export_cache))
 
 
 def real_photos() -> list[Image.Image]:
@@ -106,3 +118,129 @@ def test_openclip_base_trains_through_the_same_code_path(vit_b32_checkpoint, tmp
 
     vec = enc.encode_image([Image.new("RGB", (64, 64), (200, 20, 20))])
     assert vec.shape == (1, 512) and abs(float((vec**2).sum()) - 1.0) < 1e-5
+
+
+HOSTILE = [
+    "a dog", "", "   ", "A Photo of a CAT!!", "naïve café résumé", "日本語のテキスト", "emoji 🐶🐱 party 🎉",
+    "&amp;amp; tom &amp; jerry &lt;b&gt;", "<b>bold</b> &amp;", "it's they're we've I'm you'll he'd",
+    "123456 3.14 1,000", "\x00null\x07bell\x1b[31mred\x1b[0m", "tab\there\r\nnew\x0bline\x0cff",
+    "mojibake: Ã©tÃ© cafÃ©", "ﬁne ligatures ｆｕｌｌ", "“curly quotes” and ‘single’", "word " * 100,
+    "<start_of_text> inside <end_of_text>", "x" * 500, "\u200bzero\u200bwidth", "a\u00a0nbsp\u2028ls",
+    "Ωmega ΣIGMA straße İstanbul", "e\u0301 combining", "\ud800 a lone surrogate", "a-b_c/d\\e|f",
+]  # fmt: skip
+
+
+def test_the_torch_free_tokenizer_gives_open_clips_token_ids(tmp_path: Path) -> None:
+    import open_clip
+
+    from mmsearch.encoders.clip_tokenizer import ClipTokenizer, save
+
+    want = open_clip.get_tokenizer("ViT-B-32")
+    save(want, tmp_path / "clip.tokenizer.json")
+    got = ClipTokenizer(tmp_path / "clip.tokenizer.json")
+    np.testing.assert_array_equal(got(HOSTILE), want(HOSTILE).numpy())  # one batch
+    for text in HOSTILE:  # and one at a time
+        np.testing.assert_array_equal(got([text]), want([text]).numpy(), err_msg=repr(text))
+    assert got(["word " * 100])[0, -1] == want.eot_token_id  # truncated, the end token kept
+
+
+def test_the_text_tower_runs_in_onnx_with_open_clips_vectors(vit_b32_checkpoint) -> None:
+    import open_clip
+    import torch
+
+    from mmsearch.encoders import onnx_towers
+    from mmsearch.encoders.openclip import _kind
+
+    path, model, preprocess = vit_b32_checkpoint
+    clear_cache()
+    loaded = load_encoder(f"openclip:ViT-B-32@{path}")  # torch: exports the text tower (or finds it exported)
+    clear_cache()
+    enc = load_encoder(f"openclip:ViT-B-32@{path}")  # what a later process gets
+    assert enc._model is None and enc._session is not None  # no torch weights loaded
+    assert (enc.fingerprint, enc.dim, enc.image_size) == (loaded.fingerprint, 512, 224)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    texts = [*HOSTILE, *[f"a photo of a {w} on a table" for w in ["cat", "cup", "red car", "child"] * 10]]
+    with torch.no_grad():
+        want = model.encode_text(tokenizer(texts), normalize=True).numpy()
+    for batch in (slice(None), slice(0, 1), slice(6, 7), slice(16, 17), slice(20, 30)):  # lengths 3..77
+        got = enc.encode_text(texts[batch])
+        assert got.dtype == np.float32 and got.shape == want[batch].shape
+        assert np.sum(got * want[batch], axis=1).min() >= 1 - 1e-5
+        assert np.abs(got - want[batch]).max() <= 1e-5
+    # a picture loads the weights then, checked against the export's fingerprint
+    photos = real_photos()
+    with torch.no_grad():
+        want_img = model.encode_image(torch.stack([preprocess(p) for p in photos]), normalize=True).numpy()
+    assert np.abs(enc.encode_image(photos) - want_img).max() <= 1e-5 and enc._model is not None
+
+    # a damaged export (a disk that filled mid-write) is dropped, the weights load, the export is made again
+    onnx = onnx_towers.cache_file(_kind("ViT-B-32"), enc.fingerprint)
+    (data,) = onnx.parent.glob(onnx.name + ".*.data")
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    clear_cache()
+    again = load_encoder(f"openclip:ViT-B-32@{path}")
+    assert again._model is not None and again._session is not None
+    assert np.abs(again.encode_text(texts[:5]) - want[:5]).max() <= 1e-5
+    clear_cache()
+    assert load_encoder(f"openclip:ViT-B-32@{path}")._model is None  # and the next process finds it whole
+
+
+def test_a_text_query_over_an_openclip_index_imports_no_torch(
+    vit_b32_checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_onnx_towers import _cli
+
+    path = vit_b32_checkpoint[0]
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, im in enumerate(real_photos()):
+        im.save(root / f"p{i}.jpg", quality=95)
+    (root / "cat.txt").write_text("a photo of a cat")
+    model = f"openclip:ViT-B-32@{path}"
+    with Engine.open(tmp_path / "idx", model=model, create=True) as eng:
+        assert eng.index([root]).added == 4
+    query = ["query", "a photo of a cat", "--index", str(tmp_path / "idx"), "--json", "-k", "4", "--target", "any"]
+    cold = _cli(query, {**os.environ, "COLUMNS": "200"}, probe=True)
+    assert cold.returncode == 0, cold.stderr[-3000:]
+    assert json.loads(cold.stderr.split("IMPORTED ", 1)[1].splitlines()[0]) == []
+    hits = [(Path(h["path"]).name, h["score"]) for h in json.loads(cold.stdout)]
+    monkeypatch.setenv("MMSEARCH_ONNX", "0")  # the same query in torch, in this process
+    clear_cache()
+    with Engine.open(tmp_path / "idx") as eng:
+        in_torch = [(Path(h.path).name, h.score) for h in eng.search(text="a photo of a cat", k=4, target="any")]
+        assert eng.towers.need("text")._model is not None  # type: ignore[attr-defined]
+    assert len(hits) == 4 and [n for n, _ in hits] == [n for n, _ in in_torch]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(hits, in_torch, strict=True)) <= 1e-5
+    assert hits[0][0] == "cat.txt"  # the note with the query's own words, whatever the random weights
+
+
+def test_an_architecture_that_cannot_be_exported_is_not_retried_by_every_process(
+    vit_b32_checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from mmsearch.encoders import onnx_towers
+
+    path = tmp_path / "same-weights.pt"
+    os.link(vit_b32_checkpoint[0], path)  # another file: its own record, its own attempt
+    tries: list[str] = []
+
+    def failing(kind: str, *args: object, **kwargs: object) -> bool:
+        tries.append(kind)
+        return False  # as for an operator ONNX lacks
+
+    monkeypatch.setattr(onnx_towers, "export", failing)
+    monkeypatch.setattr(onnx_towers, "cache_file", lambda kind, fp: tmp_path / "exports" / f"{kind}-{fp}.onnx")
+    clear_cache()
+    first = load_encoder(f"openclip:ViT-B-32@{path}")
+    assert tries == ["openclip-text-ViT-B-32"] and first._session is None  # text stays in torch
+    want = first.encode_text(["a red car"])
+    clear_cache()
+    again = load_encoder(f"openclip:ViT-B-32@{path}")
+    assert tries == ["openclip-text-ViT-B-32"] and again._model is not None  # not tried again
+    np.testing.assert_array_equal(again.encode_text(["a red car"]), want)

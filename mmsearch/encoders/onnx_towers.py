@@ -7,23 +7,43 @@ dir under a name keyed by the weights' fingerprint and :data:`EXPORT_VERSION`; e
 that file instead of the torch weights. Parity with the torch forward is tested
 (``tests/test_onnx_towers.py``). ``MMSEARCH_ONNX=0`` turns the whole path off (torch everywhere).
 
+The file is optimised once, at export (ONNX Runtime's portable "extended" graph optimisations: fused
+attention, layer norms, GELU), with its weights in a file beside it (``NAME.onnx.PID.data``) that ONNX
+Runtime maps instead of parsing them out of the model: a later process opens a session with no
+optimisation pass in a quarter of the time (measured for OpenCLIP's text tower: 0.15 vs 0.43-0.6 s).
+
 A damaged or foreign file in the cache is removed and the tower runs in torch (and exports again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmsearch import threads
 
-# Bumped whenever an export's graph changes for the same weights (inputs, outputs, what it computes).
-EXPORT_VERSION = 1
+# Bumped whenever an export's graph changes for the same weights (inputs, outputs, what it computes, its
+# file layout). 2: pre-optimised, weights in a data file beside the model.
+EXPORT_VERSION = 2
 OPSET = 17
+
+
+_quick_start = False
+
+
+def quick_start() -> None:
+    """Say that this process runs each tower only a few times (a command-line query): its sessions skip
+    prepacking the weights for the matrix kernels. Measured for OpenCLIP's text tower: a session opens in
+    13 instead of 190 ms and its first run takes 71 instead of 23 ms; later runs stay ~2x slower, so long-lived
+    processes (index runs, the server) keep prepacking."""
+    global _quick_start
+    _quick_start = True
 
 
 def enabled() -> bool:
@@ -53,8 +73,12 @@ class Session:
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised at export
+        if _quick_start:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self._session.get_inputs()]
+        self.shapes = [list(i.shape) for i in self._session.get_inputs()]  # a named axis is a dynamic one
 
     def run(self, feed: dict[str, Any]) -> Any:
         return self._session.run(None, feed)[0]
@@ -76,12 +100,19 @@ def open_session(kind: str, fingerprint: str, inputs: Sequence[str]) -> Session 
     try:
         session = Session(path)
     except Exception:  # truncated, foreign or from a newer opset: re-exported by the next torch load
-        path.unlink(missing_ok=True)
+        remove(path)
         return None
     if session.inputs != list(inputs):
-        path.unlink(missing_ok=True)
+        remove(path)
         return None
     return session
+
+
+def remove(path: Path) -> None:
+    """Remove an export and its weights."""
+    path.unlink(missing_ok=True)
+    for data in path.parent.glob(f"{path.name}.*.data"):
+        data.unlink(missing_ok=True)
 
 
 def export(
@@ -112,23 +143,72 @@ def export(
             return forward(*args)
 
     path = cache_file(kind, fingerprint)
+    raw = path.with_name(f"{path.name}.raw{os.getpid()}")
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    data = path.with_name(f"{path.name}.{os.getpid()}.data")  # named in the model: renamed with it, never
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # nn.MultiheadAttention's fused inference kernel has no ONNX form; its plain path has
+        torch.backends.mha.set_fastpath_enabled(False)
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet_stdout():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it bakes in
             torch.onnx.export(
                 _Tower().eval(),
                 example,
-                str(tmp),
+                str(raw),
                 input_names=list(inputs),
                 output_names=list(outputs),
                 dynamic_axes={**dynamic, **{name: {0: "n"} for name in outputs}},
                 opset_version=OPSET,
                 dynamo=False,
             )
+        _optimise(raw, tmp, data)
+        for old in path.parent.glob(f"{path.name}.*.data"):  # a previous export's weights
+            if old != data:
+                old.unlink(missing_ok=True)
         os.replace(tmp, path)
     except Exception:
-        tmp.unlink(missing_ok=True)
+        for f in (tmp, data):
+            f.unlink(missing_ok=True)
         return False
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        raw.unlink(missing_ok=True)
+    for stale in path.parent.glob(f"{kind}-{fingerprint}-v*.onnx"):  # an older EXPORT_VERSION's file
+        if stale != path:
+            remove(stale)
     return True
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Standard output (the file descriptor: the exporter prints its graph from C++ on an operator it cannot
+    export) sent nowhere, so that it never lands in the middle of a command's ``--json``."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no fd 1 (a closed or replaced stdout): nothing to guard
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _optimise(raw: Path, out: Path, data: Path) -> None:
+    """ONNX Runtime's portable optimisations applied once to ``raw``, written to ``out`` with the weights in
+    ``data`` (same folder)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # not ALL: CPU-specific
+    opts.optimized_model_filepath = str(out)
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.optimized_model_external_initializers_file_name", data.name)
+    opts.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(raw), opts, providers=["CPUExecutionProvider"])
