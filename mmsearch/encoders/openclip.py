@@ -388,6 +388,11 @@ class OpenClipEncoder(EncoderBase):
             return None
         return session, ids
 
+    @property
+    def model(self) -> Any:
+        """open_clip's torch model (loaded now if only the text export was opened)."""
+        return self._torch_model()
+
     def _torch_model(self) -> Any:
         with self._lock:
             if self._model is None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mmsearch.encoders.towers import Towers
-    from mmsearch.store.models import Item
+    from mmsearch.store import Item
     from mmsearch.store.records import Reusable, SegmentRecord
 
 OWN = "own"

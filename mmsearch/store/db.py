@@ -1,4 +1,10 @@
-"""The Store: every read and write of the SQLite database goes through here."""
+"""The Store: every read and write of the SQLite database goes through here.
+
+Reads run on the standard library's ``sqlite3`` (one connection per thread), so a query process never
+imports SQLAlchemy (~0.35-0.45 s of a cold query: most of what is left of one); writes and schema migrations
+go through SQLAlchemy 2.0's ORM (:mod:`mmsearch.store.writes`, imported on the first write). Both open the
+same file in WAL mode with the same pragmas.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,54 @@ import json
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, exists, func, insert, select, text, update
-from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlalchemy.orm import Session
 
-from mmsearch.errors import IndexCorruptError, SchemaError, StoreWriteError
-from mmsearch.files import clamp_int64
-from mmsearch.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from mmsearch.store.models import Item, Meta, Segment, Vector
-from mmsearch.store.records import Attrs, ItemRecord, KnownFile, Reusable, SegmentRecord
+from mmsearch.errors import IndexCorruptError, SchemaError
+from mmsearch.store.migrations import SCHEMA_VERSION
+from mmsearch.store.records import (
+    ITEM_COLUMNS,
+    Attrs,
+    ItemRecord,
+    ItemRow,
+    KnownFile,
+    Reusable,
+    SegmentRecord,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from mmsearch.store.writes import Writer
+
+# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+DAMAGED = (11, 26)
+_ITEM_SELECT = ", ".join(f"items.{c}" for c in ITEM_COLUMNS)
 
 
-def attrs_of(item: Item) -> Attrs:
+def damaged_message(path: Path, orig: BaseException) -> str:
+    return (
+        f"cannot read index database {path}: it is damaged ({orig}); move the index folder away and "
+        "run `mmsearch index` again (the files are re-read; nothing of theirs is lost)"
+    )
+
+
+def attrs_of(item: ItemRow) -> Attrs:
     """An item row's attributes as a record."""
     return Attrs(
         item.width, item.height, item.duration, item.excerpt, item.ocr_text, item.taken_at, dict(item.info or {})
     )
+
+
+def _item(row: Sequence[Any]) -> ItemRow:
+    values = list(row)
+    info = values[-1]
+    values[-1] = json.loads(info) if isinstance(info, str) else info  # the ORM's JSON column: text
+    return ItemRow(*values)
 
 
 def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
@@ -37,38 +69,8 @@ def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
         yield [int(i) for i in ids[start : start + size]]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
-_DAMAGED = (11, 26)
-
-
-def _damaged_database(path: Path) -> Any:
-    """A ``handle_error`` hook: a damaged database file is an IndexCorruptError (one line, what to do),
-    wherever the damage is met: opening, a query that reads a broken page, a write."""
-
-    def hook(context: Any) -> None:
-        orig = context.original_exception
-        if isinstance(orig, sqlite3.DatabaseError) and getattr(orig, "sqlite_errorcode", None) in _DAMAGED:
-            raise IndexCorruptError(
-                f"cannot read index database {path}: it is damaged ({orig}); move the index folder away and "
-                "run `mmsearch index` again (the files are re-read; nothing of theirs is lost)"
-            ) from orig
-
-    return hook
-
-
-def _sqlite_read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 
 
 class Store:
@@ -79,65 +81,112 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._writer: Writer | None = None
         # A folder this process cannot write (a read-only share, another user's index) is still
         # searchable: SQLite opens it immutable, since nobody can change it under us either.
         self.read_only = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
-        if self.read_only:
-            wal = path.with_name(path.name + "-wal")
-            # immutable skips the WAL: only safe when a clean close left nothing in it
-            immutable = "&immutable=1" if not wal.exists() or wal.stat().st_size == 0 else ""
-            self.engine: Engine = create_engine(f"sqlite:///file:{path}?mode=ro{immutable}&uri=true")
-            event.listen(self.engine, "connect", _sqlite_read_only_pragmas)
-        else:
-            self.engine = create_engine(f"sqlite:///{path}")
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        event.listen(self.engine, "handle_error", _damaged_database(path))
+        wal = path.with_name(path.name + "-wal")
+        # immutable skips the WAL: only safe when a clean close left nothing in it
+        self._immutable = self.read_only and (not wal.exists() or wal.stat().st_size == 0)
         try:
             self._migrate()
-        except DatabaseError as e:
-            self.engine.dispose()
-            raise IndexCorruptError(f"cannot read index database {path}: {e.orig}") from e
+        except IndexCorruptError:
+            self.close()
+            raise
+        except sqlite3.DatabaseError as e:  # cannot be opened at all (a folder in its place, no permission)
+            self.close()
+            raise IndexCorruptError(f"cannot read index database {path}: {e}") from e
+
+    # -- connections --------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine writes go through (made on first use: a query never needs it)."""
+        with self._lock:
+            if self._engine is None:
+                from mmsearch.store.writes import make_engine
+
+                self._engine = make_engine(self.path, self.read_only, self._immutable)
+            return self._engine
+
+    def _writes(self) -> Writer:
+        if self._writer is None:
+            from mmsearch.store.writes import Writer
+
+            self._writer = Writer(self)
+        return self._writer
+
+    def _connect(self) -> sqlite3.Connection:
+        """This thread's read connection (autocommit: each read its own view, unless in a snapshot)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            flags = "mode=ro" + ("&immutable=1" if self._immutable else "")
+            conn = sqlite3.connect(f"file:{quote(str(self.path))}?{flags}", uri=True, isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
+        else:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _rows(self, sql: str, params: Sequence[Any] = (), conn: sqlite3.Connection | None = None) -> list[Any]:
+        """All rows of one read, on this thread's snapshot if one is open."""
+        try:
+            return (conn or self._connect()).execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            if getattr(e, "sqlite_errorcode", None) in DAMAGED:
+                raise IndexCorruptError(damaged_message(self.path, e)) from e
+            raise
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
 
     # -- schema -------------------------------------------------------------------------------
-    def _version(self, conn: Any) -> int | None:
+    def _version(self) -> int | None:
         """The schema version recorded in the file; None for a new, empty database."""
-        has_meta = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").first()
-        if not has_meta:
+        if self._one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'") is None:
             return None
-        row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+        row = self._one("SELECT value FROM meta WHERE key = 'schema_version'")
         return int(row[0]) if row else 0
 
     def _migrate(self) -> None:
-        with self.engine.connect() as conn:
-            version = self._version(conn)
-            conn.rollback()
-            if version == SCHEMA_VERSION:
-                return
-            if version is not None and version > SCHEMA_VERSION:
-                raise SchemaError(
-                    f"index {self.path.parent} has schema version {version}; this mmsearch reads up to "
-                    f"{SCHEMA_VERSION}: upgrade mmsearch"
-                )
-            if self.read_only:
-                raise SchemaError(
-                    f"index {self.path.parent} has schema version {version or 0} and cannot be upgraded to "
-                    f"{SCHEMA_VERSION} in a read-only folder: open it once where it can be written"
-                )
-            # Creating or upgrading takes the write lock first, then looks again: two processes opening
-            # a new index at once must not both create it. A new database is built by the same named
-            # migrations an old one is upgraded by, so both reach the same schema.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            version = self._version(conn)
-            if version is None or version < SCHEMA_VERSION:
-                for number, (_name, migrate) in enumerate(MIGRATIONS, start=1):
-                    if number > (version or 0):
-                        migrate(conn)
-                conn.execute(delete(Meta).where(Meta.key == "schema_version"))
-                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            conn.commit()
+        version = self._version()
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"index {self.path.parent} has schema version {version}; this mmsearch reads up to "
+                f"{SCHEMA_VERSION}: upgrade mmsearch"
+            )
+        if self.read_only:
+            raise SchemaError(
+                f"index {self.path.parent} has schema version {version or 0} and cannot be upgraded to "
+                f"{SCHEMA_VERSION} in a read-only folder: open it once where it can be written"
+            )
+        from mmsearch.store.writes import migrate
+
+        migrate(self.engine)
 
     def close(self) -> None:
-        self.engine.dispose()
+        with self._lock:
+            connections, self._connections = self._connections, []
+            engine, self._engine = self._engine, None
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+        if engine is not None:
+            engine.dispose()
 
     # -- read snapshots -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -147,87 +196,40 @@ class Store:
         SQLite in WAL mode gives a read transaction a fixed view of the database: a writer in another
         process can commit meanwhile, and this block sees none of it. Nested calls share the outer one.
         """
-        if getattr(self._local, "session", None) is not None:
+        if getattr(self._local, "snapshot", False):
             yield
             return
-        with self.engine.connect() as conn:
-            # pysqlite opens no transaction for SELECTs by itself: without BEGIN each read is its own view
-            conn.exec_driver_sql("BEGIN")
-            session = Session(bind=conn, expire_on_commit=False)
-            self._local.session = session
-            try:
-                session.scalar(select(Meta.value).limit(1))  # the view is fixed at the first read
-                yield
-            finally:
-                self._local.session = None
-                session.close()
-                conn.rollback()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Session]:
-        """One write transaction; a failure to write (disk full, read-only folder) rolls it back whole."""
+        conn = self._connect()
+        conn.execute("BEGIN")
+        self._local.snapshot = True
         try:
-            with Session(self.engine) as s, s.begin():
-                yield s
-        except OperationalError as e:
-            why = "the index folder is read-only" if self.read_only else str(e.orig)
-            if "I/O error" in why or "full" in why:
-                why += " (is the disk full?)"
-            raise StoreWriteError(f"cannot write index database {self.path}: {why}") from e
-
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[Session]:
-        """The current snapshot's session, or a fresh one for a single read."""
-        current = getattr(self._local, "session", None)
-        if current is not None:
-            yield current
-            return
-        with Session(self.engine, expire_on_commit=False) as s:
-            yield s
+            self._rows("SELECT value FROM meta LIMIT 1")  # the view is fixed at the first read
+            yield
+        finally:
+            self._local.snapshot = False
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
-        with self._session() as s:
-            value = s.scalar(select(Meta.value).where(Meta.key == key))
-        return default if value is None else json.loads(value)
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return default if row is None or row[0] is None else json.loads(row[0])
 
     def set_meta(self, **values: Any) -> None:
-        with self._write() as s:
-            for key, value in values.items():
-                s.merge(Meta(key=key, value=json.dumps(value)))
+        self._writes().set_meta(values)
 
     def generation(self, space: str) -> int:
         return int(self.get_meta(f"generation:{space}", 0))
 
     def generations(self) -> dict[str, int]:
         """Every space's generation, in one read: any change to a space's vectors bumps its own."""
-        with self._session() as s:
-            rows = s.execute(select(Meta.key, Meta.value).where(Meta.key.like("generation:%"))).all()
+        rows = self._rows("SELECT key, value FROM meta WHERE key LIKE 'generation:%'")
         return {k.removeprefix("generation:"): int(json.loads(v)) for k, v in rows}
-
-    @staticmethod
-    def _bump(s: Session, spaces: Iterable[str]) -> None:
-        for space in set(spaces):
-            key = f"generation:{space}"
-            current = s.scalar(select(Meta.value).where(Meta.key == key))
-            s.merge(Meta(key=key, value=json.dumps(int(json.loads(current or "0")) + 1)))
 
     # -- reads --------------------------------------------------------------------------------
     def known_files(self) -> dict[str, KnownFile]:
-        with self._session() as s:
-            rows = s.execute(
-                select(
-                    Item.path,
-                    Item.id,
-                    Item.modality,
-                    Item.size,
-                    Item.mtime_ns,
-                    Item.content_hash,
-                    Item.caption_sig,
-                    Item.inode,
-                )
-            )
-            return {r[0]: KnownFile(*r[1:]) for r in rows}
+        rows = self._rows("SELECT path, id, modality, size, mtime_ns, content_hash, caption_sig, inode FROM items")
+        return {r[0]: KnownFile(*r[1:]) for r in rows}
 
     def check(self) -> None:
         """SQLite's ``quick_check`` of every page (a damaged file must not pass for a healthy one).
@@ -235,8 +237,7 @@ class Store:
         Raises:
             IndexCorruptError: the database is damaged.
         """
-        with self._session() as s:
-            problems = [str(r) for r in s.scalars(text("PRAGMA quick_check(5)")).all()]
+        problems = [str(r[0]) for r in self._rows("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise IndexCorruptError(
                 f"cannot read index database {self.path}: it is damaged ({problems[0]}); move the index folder "
@@ -245,131 +246,119 @@ class Store:
 
     def count(self, space: str) -> int:
         """How many vectors ``space`` holds (an index range count, not a table scan)."""
-        with self._session() as s:
-            return int(s.scalar(select(func.count()).select_from(Vector).where(Vector.space == space)) or 0)
+        return int(self._one("SELECT count(*) FROM vectors WHERE space = ?", (space,))[0] or 0)
 
     def vectors_near_ids(self, space: str, ids: Sequence[int]) -> list[tuple[int, np.ndarray]]:
         """For each id, the first vector of ``space`` at or after it: a cheap spread sample for checks."""
         out: dict[int, np.ndarray] = {}
-        with self._session() as s:
-            for i in ids:
-                row = s.execute(
-                    select(Vector.item_id, Vector.data)
-                    .where(Vector.space == space, Vector.item_id >= int(i))
-                    .order_by(Vector.item_id)
-                    .limit(1)
-                ).first()
-                if row is not None:
-                    out[int(row[0])] = np.frombuffer(row[1], dtype=np.float32)
+        for i in ids:
+            row = self._one(
+                "SELECT item_id, data FROM vectors WHERE space = ? AND item_id >= ? ORDER BY item_id LIMIT 1",
+                (space, int(i)),
+            )
+            if row is not None:
+                out[int(row[0])] = np.frombuffer(row[1], dtype=np.float32)
         return sorted(out.items())
 
     def id_range(self, space: str) -> tuple[int, int] | None:
         """(smallest, largest) item id holding a vector in ``space``; None when it holds none."""
-        with self._session() as s:
-            lo = s.scalar(select(func.min(Vector.item_id)).where(Vector.space == space))
-            hi = s.scalar(select(func.max(Vector.item_id)).where(Vector.space == space))
+        lo = self._one("SELECT min(item_id) FROM vectors WHERE space = ?", (space,))[0]
+        hi = self._one("SELECT max(item_id) FROM vectors WHERE space = ?", (space,))[0]
         return None if lo is None or hi is None else (int(lo), int(hi))
 
     def reusable(self, content_hash: str, modality: str) -> Reusable | None:
         """What an indexed item with the same content holds (a duplicate or a renamed file): its own
         vector, its attributes and its segments, so the copy needs no decoding and no model call."""
-        with self._session() as s:
-            row = s.execute(
-                select(Vector.data, Item)
-                .join(Item, Item.id == Vector.item_id)
-                .where(Item.content_hash == content_hash, Item.modality == modality, Vector.space == modality)
-                .limit(1)
-            ).first()
-            if row is None:
-                return None
-            data, item = row
-            attrs = attrs_of(item)
-            item_id = item.id
-            others = s.execute(
-                select(Vector.space, Vector.data).where(Vector.item_id == item_id, Vector.space != modality)
-            ).all()
-        vec = np.frombuffer(data, dtype=np.float32).copy()
+        row = self._one(
+            f"SELECT vectors.data, {_ITEM_SELECT} FROM vectors JOIN items ON items.id = vectors.item_id "
+            "WHERE items.content_hash = ? AND items.modality = ? AND vectors.space = ? LIMIT 1",
+            (content_hash, modality, modality),
+        )
+        if row is None:
+            return None
+        item = _item(row[1:])
+        others = self._rows("SELECT space, data FROM vectors WHERE item_id = ? AND space != ?", (item.id, modality))
+        vec = np.frombuffer(row[0], dtype=np.float32).copy()
         extras = {str(sp): np.frombuffer(d, dtype=np.float32).copy() for sp, d in others}
-        return Reusable(vec, attrs, self.segments(item_id), extras)
+        return Reusable(vec, attrs_of(item), self.segments(item.id), extras)
 
     def segments(self, item_id: int) -> list[SegmentRecord]:
         """An item's segments in time order (none for most kinds)."""
-        with self._session() as s:
-            rows = s.execute(
-                select(Segment.start, Segment.end, Segment.kind, Segment.data, Segment.text)
-                .where(Segment.item_id == int(item_id))
-                .order_by(Segment.start, Segment.id)
-            ).all()
+        rows = self._rows(
+            'SELECT start, "end", kind, data, text FROM segments WHERE item_id = ? ORDER BY start, id', (int(item_id),)
+        )
         return [SegmentRecord(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy(), r[4]) for r in rows]
 
     def segments_of(self, ids: Sequence[int]) -> dict[int, list[SegmentRecord]]:
         """Several items' segments, in time order, read 500 ids per query."""
         out: dict[int, list[SegmentRecord]] = {}
-        if not ids:
-            return out
-        with self._session() as s:
-            for chunk in _chunks(ids):
-                rows = s.execute(
-                    select(Segment.item_id, Segment.start, Segment.end, Segment.kind, Segment.data, Segment.text)
-                    .where(Segment.item_id.in_(chunk))
-                    .order_by(Segment.item_id, Segment.start, Segment.id)
-                ).all()
-                for r in rows:
-                    rec = SegmentRecord(r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32), r[5])
-                    out.setdefault(int(r[0]), []).append(rec)
+        for chunk in _chunks(ids):
+            rows = self._rows(
+                f'SELECT item_id, start, "end", kind, data, text FROM segments WHERE item_id IN ({_marks(len(chunk))}) '
+                "ORDER BY item_id, start, id",
+                chunk,
+            )
+            for r in rows:
+                rec = SegmentRecord(r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32), r[5])
+                out.setdefault(int(r[0]), []).append(rec)
         return out
 
-    def get_items(self, ids: Sequence[int]) -> dict[int, Item]:
+    def get_items(self, ids: Sequence[int]) -> dict[int, ItemRow]:
         ids = [int(i) for i in ids if 0 <= int(i) < 2**63]  # anything else cannot be a row id
-        if not ids:
-            return {}
-        with self._session() as s:
-            items = s.scalars(select(Item).where(Item.id.in_(ids))).all()
-            for it in items:
-                s.expunge(it)
-        return {it.id: it for it in items}
+        out: dict[int, ItemRow] = {}
+        for chunk in _chunks(ids):
+            for row in self._rows(f"SELECT {_ITEM_SELECT} FROM items WHERE id IN ({_marks(len(chunk))})", chunk):
+                item = _item(row)
+                out[item.id] = item
+        return out
 
     def counts(self) -> dict[str, int]:
-        with self._session() as s:
-            rows = s.execute(select(Item.modality, func.count()).group_by(Item.modality))
-            return {m: int(n) for m, n in rows}
+        return {m: int(n) for m, n in self._rows("SELECT modality, count(*) FROM items GROUP BY modality")}
 
     def ids(self, space: str) -> np.ndarray:
-        with self._session() as s:
-            ids = s.scalars(select(Vector.item_id).where(Vector.space == space).order_by(Vector.item_id)).all()
-        return np.asarray(ids, dtype=np.int64)
+        rows = self._rows("SELECT item_id FROM vectors WHERE space = ? ORDER BY item_id", (space,))
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def iter_vectors(self, space: str, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) chunks of one space, in id order, with bounded memory."""
+        """(ids, vectors) chunks of one space, in id order, with bounded memory: one view throughout (the
+        thread's snapshot, else a connection of its own, so that a generator left unfinished holds no view
+        the thread's other reads would see)."""
+        own = None if getattr(self._local, "snapshot", False) else self._open()
         last = -1
-        with self._session() as s:
+        try:
+            if own is not None:
+                own.execute("BEGIN")
             while True:
-                rows = s.execute(
-                    select(Vector.item_id, Vector.data)
-                    .where(Vector.space == space, Vector.item_id > last)
-                    .order_by(Vector.item_id)
-                    .limit(batch)
-                ).all()
+                rows = self._rows(
+                    "SELECT item_id, data FROM vectors WHERE space = ? AND item_id > ? ORDER BY item_id LIMIT ?",
+                    (space, last, batch),
+                    own,
+                )
                 if not rows:
                     return
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
                 yield ids, vecs
                 last = int(ids[-1])
+        finally:
+            if own is not None:
+                with self._lock:
+                    if own in self._connections:
+                        self._connections.remove(own)
+                own.close()
 
-    def _item_column(self, ids: Sequence[int], column: Any) -> dict[int, Any]:
+    def _item_column(self, ids: Sequence[int], column: str) -> dict[int, Any]:
         """id -> one column of ``items``, read 500 ids per query."""
         out: dict[int, Any] = {}
-        with self._session() as s:
-            for chunk in _chunks(ids):
-                out.update({i: v for i, v in s.execute(select(Item.id, column).where(Item.id.in_(chunk)))})
+        for chunk in _chunks(ids):
+            out.update(dict(self._rows(f"SELECT id, {column} FROM items WHERE id IN ({_marks(len(chunk))})", chunk)))
         return out
 
     def modalities_of(self, ids: Sequence[int]) -> dict[int, str]:
-        return self._item_column(ids, Item.modality)
+        return self._item_column(ids, "modality")
 
     def hashes_of(self, ids: Sequence[int]) -> dict[int, str]:
-        return self._item_column(ids, Item.content_hash)
+        return self._item_column(ids, "content_hash")
 
     def filter_ids(
         self, modalities: Sequence[str], pattern: str | None, after: float | None, before: float | None
@@ -379,45 +368,45 @@ class Store:
         Time: the EXIF capture time when the picture has one, else the file's mtime. A pattern
         without a slash also matches the file name alone (``*.png``).
         """
-        from sqlalchemy import or_
-
-        stmt = select(Item.id).where(Item.modality.in_(list(modalities)))
+        modalities = list(modalities)
+        sql = f"SELECT id FROM items WHERE modality IN ({_marks(len(modalities))})"
+        params: list[Any] = [*modalities]
         if pattern:
-            cond: Any = Item.path.op("GLOB")(pattern)
-            if "/" not in pattern:
-                cond = or_(cond, Item.path.op("GLOB")("*/" + pattern))
-            stmt = stmt.where(cond)
-        when = func.coalesce(Item.taken_at, Item.mtime_ns / 1e9)
+            sql += " AND (path GLOB ?" + (" OR path GLOB ?)" if "/" not in pattern else ")")
+            params += [pattern] + (["*/" + pattern] if "/" not in pattern else [])
+        when = "coalesce(taken_at, mtime_ns / 1e9)"
         if after is not None:
-            stmt = stmt.where(when >= after)
+            sql += f" AND {when} >= ?"
+            params.append(after)
         if before is not None:
-            stmt = stmt.where(when < before)
-        with self._session() as s:
-            return np.asarray(s.scalars(stmt).all(), dtype=np.int64)
+            sql += f" AND {when} < ?"
+            params.append(before)
+        return np.asarray([r[0] for r in self._rows(sql, params)], dtype=np.int64)
 
     def spaces_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
         """The spaces each item has a vector in."""
         out: dict[int, list[str]] = {}
-        with self._session() as s:
-            for chunk in _chunks(ids):
-                for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
-                    out.setdefault(item_id, []).append(space)
+        for chunk in _chunks(ids):
+            for item_id, space in self._rows(
+                f"SELECT item_id, space FROM vectors WHERE item_id IN ({_marks(len(chunk))})", chunk
+            ):
+                out.setdefault(item_id, []).append(space)
         return out
 
     def vectors_of(self, ids: Sequence[int], spaces: Sequence[str]) -> dict[tuple[int, str], np.ndarray]:
         """(item id, space) -> vector, for the given items and spaces (rescoring candidates)."""
         out: dict[tuple[int, str], np.ndarray] = {}
+        spaces = list(spaces)
         if not ids or not spaces:
             return out
-        with self._session() as s:
-            for chunk in _chunks(ids):
-                rows = s.execute(
-                    select(Vector.item_id, Vector.space, Vector.data).where(
-                        Vector.item_id.in_(chunk), Vector.space.in_(list(spaces))
-                    )
-                )
-                for item_id, space, data in rows:
-                    out[(item_id, space)] = np.frombuffer(data, dtype=np.float32)
+        for chunk in _chunks(ids):
+            rows = self._rows(
+                f"SELECT item_id, space, data FROM vectors WHERE item_id IN ({_marks(len(chunk))}) "
+                f"AND space IN ({_marks(len(spaces))})",
+                [*chunk, *spaces],
+            )
+            for item_id, space, data in rows:
+                out[(item_id, space)] = np.frombuffer(data, dtype=np.float32)
         return out
 
     def sample_vectors(self, space: str, n: int = 1000) -> np.ndarray:
@@ -428,102 +417,42 @@ class Store:
         Bounded by what it returns: the content-hash index is walked in order and stops after ``n`` items
         of the space (no COUNT, no scan of the collection; a space held by few of the items walks further).
         """
-        with self._session() as s:
-            has = exists().where(Vector.item_id == Item.id, Vector.space == space)
-            ids = list(s.scalars(select(Item.id).where(has).order_by(Item.content_hash, Item.id).limit(n)))
+        with self.snapshot():
+            ids = [
+                r[0]
+                for r in self._rows(
+                    "SELECT id FROM items WHERE EXISTS (SELECT 1 FROM vectors WHERE vectors.item_id = items.id "
+                    "AND vectors.space = ?) ORDER BY content_hash, id LIMIT ?",
+                    (space, int(n)),
+                )
+            ]
             if not ids:
                 return np.zeros((0, 0), dtype=np.float32)
-            rows = s.execute(select(Vector.item_id, Vector.data).where(Vector.space == space, Vector.item_id.in_(ids)))
-            data = {item_id: blob for item_id, blob in rows}
+            data: dict[int, bytes] = {}
+            for chunk in _chunks(ids):
+                data.update(
+                    self._rows(
+                        f"SELECT item_id, data FROM vectors WHERE space = ? AND item_id IN ({_marks(len(chunk))})",
+                        [space, *chunk],
+                    )
+                )
         return np.stack([np.frombuffer(data[i], dtype=np.float32) for i in ids if i in data])
 
     def spaces(self) -> list[str]:
-        with self._session() as s:
-            return list(s.scalars(select(Vector.space).distinct()))
+        return [r[0] for r in self._rows("SELECT DISTINCT space FROM vectors")]
 
-    # -- writes -------------------------------------------------------------------------------
+    # -- writes (mmsearch.store.writes: SQLAlchemy) ---------------------------------------------
     def set_inodes(self, inodes: dict[int, int]) -> None:
         """Record inodes of unchanged items indexed before inodes were kept (one transaction)."""
-        with self._write() as s:
-            s.execute(
-                update(Item).where(Item.id == bindparam("item_id")).values(inode=bindparam("ino")),
-                [{"item_id": i, "ino": n} for i, n in inodes.items()],
-                execution_options={"synchronize_session": False},
-            )
+        self._writes().set_inodes(inodes)
 
     def write_batch(self, records: Sequence[ItemRecord], replace_ids: dict[str, int]) -> list[int]:
         """Insert new items / overwrite changed ones in one transaction; returns their ids.
 
         ``replace_ids`` maps a path to the id it already has: a changed file keeps its id.
         """
-        now = time.time()
-        ids: list[int] = []
-        replaced_spaces = {sp for spaces in self.spaces_of(list(replace_ids.values())).values() for sp in spaces}
-        with self._write() as s:
-            for rec in records:
-                a = rec.attrs
-                fields = dict(
-                    path=rec.path,
-                    modality=rec.modality,
-                    size=clamp_int64(rec.size),
-                    mtime_ns=clamp_int64(rec.mtime_ns),
-                    content_hash=rec.content_hash,
-                    inode=None if rec.inode is None else clamp_int64(rec.inode),
-                    width=a.width,
-                    height=a.height,
-                    excerpt=a.excerpt,
-                    caption=rec.caption,
-                    caption_path=rec.caption_path,
-                    caption_sig=rec.caption_sig,
-                    duration=a.duration,
-                    ocr_text=a.ocr_text,
-                    taken_at=a.taken_at,
-                    info=a.info or None,
-                    status="ok",
-                    indexed_at=now,
-                )
-                item_id = replace_ids.get(rec.path)
-                if item_id is None:
-                    item = Item(**fields)
-                    s.add(item)
-                    s.flush()
-                    item_id = item.id
-                else:
-                    s.execute(update(Item).where(Item.id == item_id).values(**fields))
-                    s.execute(delete(Vector).where(Vector.item_id == item_id))
-                    s.execute(delete(Segment).where(Segment.item_id == item_id))
-                vec = np.ascontiguousarray(rec.vector, dtype=np.float32)
-                s.add(Vector(item_id=item_id, space=rec.modality, data=vec.tobytes()))
-                for space, extra in rec.extra_vectors.items():
-                    data = np.ascontiguousarray(extra, dtype=np.float32).tobytes()
-                    s.add(Vector(item_id=item_id, space=space, data=data))
-                for seg in rec.segments:
-                    s.add(
-                        Segment(
-                            item_id=item_id,
-                            start=float(seg.start),
-                            end=float(seg.end),
-                            kind=seg.kind,
-                            text=seg.text,
-                            data=np.ascontiguousarray(seg.vector, dtype=np.float32).tobytes(),
-                        )
-                    )
-                ids.append(item_id)
-            extras = {sp for r in records for sp in r.extra_vectors}
-            self._bump(s, {r.modality for r in records} | extras | replaced_spaces)
-        return ids
+        return self._writes().write_batch(records, replace_ids)
 
     def delete_items(self, ids: Sequence[int]) -> dict[str, list[int]]:
         """Delete items (and their vectors); returns the removed ids per space."""
-        removed: dict[str, list[int]] = {}
-        if not ids:
-            return removed
-        with self._write() as s:
-            for chunk in _chunks(ids):
-                for item_id, space in s.execute(select(Vector.item_id, Vector.space).where(Vector.item_id.in_(chunk))):
-                    removed.setdefault(space, []).append(item_id)
-                s.execute(delete(Vector).where(Vector.item_id.in_(chunk)))
-                s.execute(delete(Segment).where(Segment.item_id.in_(chunk)))
-                s.execute(delete(Item).where(Item.id.in_(chunk)))
-            self._bump(s, removed)
-        return removed
+        return self._writes().delete_items(ids)

@@ -91,3 +91,32 @@ class IndexInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class ItemRow:
+    """One row of ``items`` as reads return it (what :meth:`mmsearch.Engine.items` gives; exported as
+    ``mmsearch.store.Item``)."""
+
+    id: int
+    path: str
+    modality: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int | None = None
+    height: int | None = None
+    excerpt: str | None = None
+    caption: str | None = None
+    caption_path: str | None = None
+    caption_sig: str | None = None
+    status: str = "ok"
+    indexed_at: float = 0.0
+    duration: float | None = None
+    ocr_text: str | None = None
+    taken_at: float | None = None
+    inode: int | None = None
+    info: dict[str, Any] | None = None
+
+
+ITEM_COLUMNS = tuple(ItemRow.__dataclass_fields__)  # the SELECT list reads build rows from, in this order
