@@ -127,10 +127,20 @@ def index(
                 progress.update(task, rate=f"{t.speed:.1f} files/s")
 
         with Engine.open(index_dir, model=model, create=True, recipe=recipe) as engine:
-            _load_model(engine, quiet or json_out)  # first, so the bar measures embedding
+            if engine.store.get_meta("model") is None:
+                _load_model(engine, quiet or json_out)  # first, so the bar measures embedding
+
+            def load() -> None:  # an index that knows its model loads it only when there is work
+                progress.stop()
+                try:
+                    _load_model(engine, quiet or json_out)
+                finally:
+                    progress.start()
+
             options = IndexOptions(batch_size, workers, hidden, follow_symlinks, ocr, wait)
+            hooks = IngestHooks(skip=skip, start=start, advance=advance, load=load)
             with progress:
-                report = engine.index(paths, options, hooks=IngestHooks(skip=skip, start=start, advance=advance))
+                report = engine.index(paths, options, hooks=hooks)
             counts = engine.info().counts
             model = engine.model_name
         if notice and not quiet:

@@ -148,6 +148,8 @@ class Engine:
         Args:
             options: How to run (batch size, workers, hidden files, links, OCR, waiting for the lock);
                 or give its fields as keywords (``follow_symlinks=True``).
+            hooks: Progress and skip callbacks; ``load`` runs just before the model loads (a re-run that
+                finds every file indexed and unchanged loads neither the model nor any FAISS file).
 
         Raises:
             IndexBusyError: another run still holds the index's lock after ``options.wait`` seconds.
@@ -155,10 +157,17 @@ class Engine:
                 batches committed stays, and the next run goes on from there.
             IndexCorruptError: the database is damaged (every page is read first).
         """
-        report = index_paths(self.store, self.spaces, self.towers, paths, options or IndexOptions(**settings), hooks)
-        with contextlib.suppress(StoreWriteError):  # best effort: a query computes them when missing
-            self.searcher.save_reference()  # so that queries never encode the fusion's reference phrases
+        # an index that knows its model loads it only when the run finds work (nothing to do: no model, no
+        # FAISS file); a new one loads it first, to record it
+        towers = self.towers if self._towers is not None or self.store.get_meta("model") is None else self._load
+        report = index_paths(self.store, self.spaces, towers, paths, options or IndexOptions(**settings), hooks)
+        if self._towers is not None or not self.searcher.reference_saved():
+            with contextlib.suppress(StoreWriteError):  # best effort: a query computes them when missing
+                self.searcher.save_reference()  # so that queries never encode the fusion's reference phrases
         return report
+
+    def _load(self) -> Towers:
+        return self.towers
 
     # -- search -------------------------------------------------------------------------------------------
     def search(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from mmsearch import Engine
 from mmsearch.cli import app
 from mmsearch.errors import MmsearchError
+from mmsearch.ingest import IngestHooks
 from mmsearch.search import REFERENCE_KEY
 from mmsearch.search.fusion import REFERENCE_TEXTS
 from mmsearch.vector_index import VectorIndex, load_recipes
@@ -158,3 +159,63 @@ def test_the_calibration_sample_is_chosen_by_content_and_bounded(tmp_path: Path)
     assert a.sample_vectors("absent").shape == (0, 0)
     a.close()
     b.close()
+
+
+def test_a_run_with_nothing_to_do_loads_no_model_and_no_faiss_file(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmsearch.engine
+    import mmsearch.spaceset
+
+    idx = tmp_path / "idx"
+    with Engine.open(idx, model="fake", create=True) as eng:
+        eng.index([photos])
+    loads: list[str] = []
+    real_towers, real_get = mmsearch.engine.load_towers, mmsearch.spaceset.SpaceSet.get
+    monkeypatch.setattr(mmsearch.engine, "load_towers", lambda *a, **k: loads.append("model") or real_towers(*a, **k))
+    monkeypatch.setattr(mmsearch.spaceset.SpaceSet, "get", lambda *a, **k: loads.append("faiss") or real_get(*a, **k))
+    called: list[str] = []
+    hooks = IngestHooks(load=lambda: called.append("load"))
+    with Engine.open(idx) as eng:
+        report = eng.index([photos], hooks=hooks)
+        assert (report.added, report.updated, report.removed, report.unchanged) == (0, 0, 0, 9)
+        assert loads == [] and called == []  # nothing loaded, and the CLI's spinner never shown
+    # any change, and the run loads what it needs and does the work as before
+    solid(photos / "new.jpg", "red", size=(70, 40))
+    (photos / "notes" / "blue.md").unlink()
+    with Engine.open(idx) as eng:
+        report = eng.index([photos], hooks=hooks)
+        assert (report.added, report.removed, report.unchanged) == (1, 1, 8)
+        assert "model" in loads and "faiss" in loads and called == ["load"]
+        assert Path(eng.search("red", k=1)[0].path).name in {"red.jpg", "new.jpg"}
+    loads.clear()
+    # a file not indexed yet (a beep: no speech for this fake model's transcriber) is work only the model can
+    # judge: it loads, and skips it, as every run did
+    import wave
+
+    with wave.open(str(photos / "beep.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\x00\x10" * 800)
+    with Engine.open(idx) as eng:
+        report = eng.index([photos])
+        assert report.unchanged == 9 and [Path(p).name for p, _ in report.skipped] == ["beep.wav"]
+        assert "model" in loads
+
+
+def test_a_no_op_cli_index_run_imports_no_model_runtime(photos: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    idx = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(photos), "--index", str(idx), "--model", "builtin", "-q"]).exit_code == 0
+    code = (
+        "import sys\nsys.argv = ['mmsearch', 'index', sys.argv[1], '--index', sys.argv[2], '--json']\n"
+        "from mmsearch.cli import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+        "mods = ('torch', 'faiss', 'onnxruntime', 'open_clip', 'rapidocr_onnxruntime')\n"
+        "print('IMPORTED', [m for m in mods if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(photos), str(idx)], capture_output=True, text=True,
+                          env=os.environ, timeout=300)  # fmt: skip
+    assert json.loads(done.stdout)["unchanged"] == 9, done.stderr[-2000:]
+    assert "IMPORTED []" in done.stderr

@@ -188,8 +188,10 @@ def test_the_default_downloads_auto_resuming_a_cut_download_then_works_with_sock
     block.mkdir()
     (block / "sitecustomize.py").write_text(
         "import socket\n"
-        "def _refuse(self, *a, **k):\n    raise OSError('network blocked by the test')\n"
+        "def _refuse(self, *a, **k):\n"
+        "    raise OSError('network blocked by the test')\n"
         "socket.socket.connect = _refuse\nsocket.socket.connect_ex = _refuse\n"
+        "socket.getaddrinfo = lambda *a, **k: _refuse(None)\n"
     )
     blocked = {
         **env,
@@ -201,6 +203,12 @@ def test_the_default_downloads_auto_resuming_a_cut_download_then_works_with_sock
                            capture_output=True, text=True, timeout=300)  # fmt: skip
         assert q.returncode == 0, q.stderr[-2000:]
         assert json.loads(q.stdout), target
+    # a picture query: the text tower runs from its ONNX export, the image tower's weights load only now, from
+    # the cache alone
+    q = subprocess.run([*cli, "query", "--image", str(lib / "red.png"), "--index", str(idx), "--json"], env=blocked,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert q.returncode == 0, q.stderr[-2000:]
+    assert Path(json.loads(q.stdout)[0]["path"]).name == "red.png"
     again = subprocess.run(
         [*cli, "index", str(lib), "--index", str(idx), "--json"],
         env=blocked,

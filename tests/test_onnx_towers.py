@@ -85,12 +85,18 @@ def test_builtins_cnn_in_onnx_gives_the_torch_vectors_and_features() -> None:
     np.testing.assert_allclose(querying.encode_image(pictures[:1]), got[:1], atol=1e-6)  # one at a time too
 
 
+HEAVY = ("torch", "timm", "open_clip", "torchvision", "transformers", "sqlalchemy", "huggingface_hub")
+
+
 def _cli(args: list[str], env: dict[str, str], probe: bool = False) -> subprocess.CompletedProcess[str]:
-    """``mmsearch ARGS`` in a new process; ``probe``: also print which heavy modules it imported."""
+    """``mmsearch ARGS`` in a new process; ``probe``: also print which heavy modules it imported (none of
+    torch, timm, open_clip, torchvision, transformers for a query's towers; nor SQLAlchemy, which only
+    writes, nor huggingface_hub)."""
     code = (
-        "import sys, json\nsys.argv = ['mmsearch', *json.loads(sys.argv[1])]\nfrom mmsearch.cli import app\n"
+        f"import sys, json\nHEAVY = {HEAVY!r}\n"
+        "sys.argv = ['mmsearch', *json.loads(sys.argv[1])]\nfrom mmsearch.cli import app\n"
         "try:\n    app()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-        "heavy = sorted(m for m in ('torch', 'timm', 'open_clip', 'torchvision', 'transformers') if m in sys.modules)\n"
+        "heavy = sorted(m for m in HEAVY if m in sys.modules)\n"
         + ("print('IMPORTED', json.dumps(heavy), file=sys.stderr)\n" if probe else "")
         + "sys.exit(code)\n"
     )
@@ -108,7 +114,7 @@ def test_a_text_query_imports_no_torch_and_ranks_as_torch_does(photos: Path, tmp
     cold = _cli(query, env, probe=True)
     assert cold.returncode == 0, cold.stderr[-3000:]
     imported = json.loads(cold.stderr.split("IMPORTED ", 1)[1].splitlines()[0])
-    assert imported == []  # no torch, timm or open_clip for a text query
+    assert imported == []  # no torch, timm or open_clip for a text query, nor SQLAlchemy
     by_example = _cli(["query", "--image", str(photos / "red.jpg"), "--index", str(idx), "--json"], env, probe=True)
     assert by_example.returncode == 0, by_example.stderr[-3000:]
     assert json.loads(by_example.stderr.split("IMPORTED ", 1)[1].splitlines()[0]) == []  # nor for a picture

@@ -69,8 +69,6 @@ def load_openclip(spec: str) -> OpenClipEncoder:
     Raises:
         ModelError: a bad spec, a missing checkpoint, weights neither cached nor downloadable, a load error.
     """
-    from mmsearch import hub
-
     arch, tag, ckpt = parse_spec(spec)
     light = _exported(arch, tag, ckpt)
     if light is not None:
@@ -78,16 +76,7 @@ def load_openclip(spec: str) -> OpenClipEncoder:
             return OpenClipEncoder(spec, exported=light)
         except Exception:  # a damaged export (ONNX Runtime raises its own types): load the weights, export again
             light.remove()
-    if ckpt is not None or hub.reachable():
-        return OpenClipEncoder(spec)
-    repo = HUB_REPOS.get((arch, tag or ""))
-    if repo is not None and hub.cached(repo, WEIGHT_FILES) is None:
-        raise ModelError(_unreachable(arch, tag))
-    with _env(HF_HUB_OFFLINE="1"):  # the cache only: nothing to retry against
-        try:
-            return OpenClipEncoder(spec)
-        except ModelError as e:
-            raise ModelError(_unreachable(arch, tag)) from e
+    return OpenClipEncoder(spec)
 
 
 def _unreachable(arch: str, tag: str | None) -> str:
@@ -190,6 +179,26 @@ def _exported(arch: str, tag: str | None, ckpt: Path | None) -> _Export | None:
     return _Export(fp, dim, size, onnx, tokenizer)
 
 
+def _create(arch: str, tag: str | None, ckpt: Path | None, device: str) -> tuple[Any, Any]:
+    """open_clip's model (in eval mode) and its image preprocessing.
+
+    Raises:
+        ModelError: the weights cannot be had or loaded.
+    """
+    import open_clip
+
+    from mmsearch import hub
+
+    pretrained = str(ckpt) if ckpt is not None else tag
+    try:
+        with hub.quiet():
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+    except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors alike
+        hint = " (offline? use --model builtin, which needs no download)" if ckpt is None else ""
+        raise ModelError(f"cannot load OpenCLIP model {arch} ({pretrained}): {e}{hint}") from e
+    return model.eval(), preprocess
+
+
 def _trimmable(model: Any) -> bool:
     """Whether the text tower is open_clip's ``CLIP`` with a causal mask and end-token pooling: then the
     pooled output reads no token after the end token, and the padding after it need not be computed (a
@@ -289,29 +298,36 @@ class OpenClipEncoder(EncoderBase):
 
     def _load(self) -> None:
         """Load the weights in torch (once), check them against an export already in use, export the text
-        tower if it is not yet."""
+        tower if it is not yet. Offline, weights that must be downloaded fail at once (one line, no retries,
+        before torch is imported); cached ones load from the cache alone."""
+        from mmsearch import hub
+
+        arch, tag, ckpt = self._arch, self._tag, self._ckpt
+        offline = ckpt is None and not hub.reachable()
+        repo = HUB_REPOS.get((arch, tag or ""))
+        if offline and repo is not None and hub.cached(repo, WEIGHT_FILES) is None:
+            raise ModelError(_unreachable(arch, tag))
         import open_clip
         import torch
 
-        arch, tag, ckpt = self._arch, self._tag, self._ckpt
         if arch not in open_clip.list_models():
             raise ModelError(f"unknown OpenCLIP architecture {arch!r} (see `mmsearch models --all`)")
         if ckpt is not None and not ckpt.is_file():
             raise ModelError(f"OpenCLIP checkpoint not found: {ckpt}")
         device = self._device or torch_device()
-        pretrained = str(ckpt) if ckpt is not None else tag
-        from mmsearch import hub
-
-        try:
-            with hub.quiet():
-                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
-        except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors alike
-            hint = " (offline? use --model builtin, which needs no download)" if ckpt is None else ""
-            raise ModelError(f"cannot load OpenCLIP model {arch} ({pretrained}): {e}{hint}") from e
-        model.eval()
+        # offline: the cache only, nothing to retry against (the weights, and a Hugging Face tokenizer's files)
+        with _env(HF_HUB_OFFLINE="1") if offline else contextlib.nullcontext():
+            try:
+                model, preprocess = _create(arch, tag, ckpt, device)
+                tokenizer = open_clip.get_tokenizer(arch)
+            except ModelError as e:
+                if offline:
+                    raise ModelError(_unreachable(arch, tag)) from e
+                raise
+            except Exception as e:  # the tokenizer's files (SigLIP's come from the hub)
+                raise ModelError(f"cannot load the tokenizer of OpenCLIP model {arch}: {e}") from e
         size = open_clip.get_model_preprocess_cfg(model).get("size", 224)
         image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
-        tokenizer = open_clip.get_tokenizer(arch)
         fingerprint = fingerprint_torch(model)
         if self._session is not None and fingerprint != self.fingerprint:
             raise ModelError(

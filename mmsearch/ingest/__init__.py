@@ -69,6 +69,8 @@ class IngestHooks:
     skip: Callable[[str, str], None] = lambda path, reason: None
     start: Callable[[int], None] = lambda total: None
     advance: Callable[[int], None] = lambda n: None
+    # just before the model loads, when the run was given it to load (a run with nothing to do loads none)
+    load: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -102,12 +104,15 @@ class IngestReport:
 def index_paths(
     store: Store,
     spaces: SpaceSet,
-    towers: Towers,
+    towers: Towers | Callable[[], Towers],
     paths: Sequence[str | os.PathLike[str]],
     options: IndexOptions,
     hooks: IngestHooks | None = None,
 ) -> IngestReport:
     """One `index` run: take the writer's lock, check the database, run the pipeline, save the FAISS files.
+
+    ``towers`` may be a function that loads them: then a run that finds every file indexed and unchanged
+    (and none gone) returns without loading the model or any FAISS file.
 
     Raises:
         MmsearchError: a path that does not exist.
@@ -131,6 +136,12 @@ def index_paths(
         with store.snapshot():
             spaces.refresh()  # another run may have written since these indexes were loaded
         ocr = resolve_ocr(store, options.ocr)
+        if not isinstance(towers, Towers):
+            quiet = Ingestor(store, spaces, None, options, hooks, ocr).unchanged(roots)
+            if quiet is not None:
+                return quiet
+            (hooks or IngestHooks()).load()
+            towers = towers()
         for modality in indexable(towers):
             for space in modality.spaces:
                 if towers.get(space.tower) is not None or store.count(space.name):
@@ -174,14 +185,15 @@ class Ingestor:
         self,
         store: Store,
         sink: VectorSink,
-        towers: Towers,
+        towers: Towers | None,
         options: IndexOptions,
         hooks: IngestHooks | None = None,
         ocr: bool = False,
     ) -> None:
+        """``towers`` None: only :meth:`unchanged` may be asked (it plans over every registered modality)."""
         self.store = store
         self.sink = sink
-        self.towers = towers
+        self._towers = towers
         self.options = options
         self.batch_size = max(1, options.batch_size)
         self.workers = options.workers or min(8, (os.cpu_count() or 2))
@@ -190,7 +202,7 @@ class Ingestor:
         self.ocr = ocr
         self._run_vectors: dict[tuple[str, str], Reusable] = {}
         self._stop = threading.Event()
-        self.modalities = {m.name: m for m in indexable(towers)}
+        self.modalities = {m.name: m for m in (indexable(towers) if towers is not None else all_modalities())}
 
     def _skip(self, path: str, reason: str) -> None:
         self.report.skipped.append((path, reason))
@@ -236,9 +248,45 @@ class Ingestor:
             self.report.seconds = time.perf_counter() - t0
         return self.report
 
-    def _plan(self, found: WalkResult, root_strs: list[str]) -> tuple[list[Candidate], dict[str, KnownFile], list[int]]:
-        """What to read (new and changed files), which ids they replace, and which items left the disk."""
+    @property
+    def towers(self) -> Towers:
+        if self._towers is None:
+            raise RuntimeError("an Ingestor made without towers can only tell whether a run has work")
+        return self._towers
+
+    def unchanged(self, roots: Sequence[Path]) -> IngestReport | None:
+        """The report of a run with nothing to do, found without the model: every file the walk finds, of any
+        modality, is indexed and unchanged, none has gone, no vector is out of date. None: there may be work
+        (the caller loads the model and runs; whatever this walk met is reported by that run instead)."""
+        t0 = time.perf_counter()
+        skipped: list[tuple[str, str]] = []
+        found = walk(
+            roots,
+            list(self.modalities.values()),
+            lambda path, reason: skipped.append((path, reason)),
+            self.options.include_hidden,
+            self.options.follow_symlinks,
+            known=[],
+        )
         known = self.store.known_files()
+        if not known or int(self.store.get_meta("item_vectors", 1)) < ITEM_VECTORS_VERSION:
+            return None
+        todo, _, gone = self._plan(found, [str(r) for r in roots], known)
+        if todo or gone:
+            return None
+        for path, reason in skipped:
+            self._skip(path, reason)
+        self.hooks.start(0)
+        self.report.ignored = found.ignored
+        self.report.seconds = time.perf_counter() - t0
+        return self.report
+
+    def _plan(
+        self, found: WalkResult, root_strs: list[str], known: dict[str, KnownFile] | None = None
+    ) -> tuple[list[Candidate], dict[str, KnownFile], list[int]]:
+        """What to read (new and changed files), which ids they replace, and which items left the disk."""
+        if known is None:
+            known = self.store.known_files()
         # an index from before extra text vectors: items that own extra spaces are embedded again (once)
         self._stale = bool(known) and int(self.store.get_meta("item_vectors", 1)) < ITEM_VECTORS_VERSION
         if not known:

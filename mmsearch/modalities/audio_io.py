@@ -28,11 +28,10 @@ BLOCK_SECONDS = 10.0
 
 
 def av_available() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyAV is installed (looked up, not imported: a walk only needs to know which files it claims)."""
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
 
 
 def audio_exts() -> frozenset[str]:

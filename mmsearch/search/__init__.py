@@ -209,6 +209,12 @@ class Searcher:
         )
         self._reference = vecs
 
+    def reference_saved(self) -> bool:
+        """Whether the index holds reference vectors for these phrases (made with its model: the index
+        refuses any other)."""
+        got = self.store.get_meta(REFERENCE_KEY)
+        return isinstance(got, dict) and got.get("texts") == _texts_digest()
+
     def _stored_reference(self, encoder: Encoder) -> np.ndarray | None:
         """The stored reference vectors, if they are this text tower's for these phrases."""
         got = self.store.get_meta(REFERENCE_KEY)
