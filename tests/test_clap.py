@@ -142,3 +142,31 @@ def test_a_composite_index_keeps_a_space_per_tower_and_queries_each_in_its_own(t
         assert r.status_code == 200 and r.json()["dim"] == 16
     finally:
         server.stop()
+
+
+def test_clap_text_runs_in_onnx_from_its_export_and_sounds_load_the_weights_when_needed(clap_dir: Path) -> None:
+    import torch
+    from transformers import ClapModel, ClapProcessor
+
+    from mmsearch.encoders import clear_cache
+
+    clear_cache()
+    first = load_encoder(f"clap:{clap_dir}")  # loads the weights (and exports the text tower)
+    clear_cache()
+    enc = load_encoder(f"clap:{clap_dir}")  # what a later process gets
+    assert enc.model is None and enc._session is not None  # type: ignore[attr-defined]
+    assert (enc.fingerprint, enc.dim, enc.audio_sample_rate) == (first.fingerprint, 16, 48000)
+    model, proc = ClapModel.from_pretrained(clap_dir).eval(), ClapProcessor.from_pretrained(clap_dir)
+    texts = ["a dog barking", "", "rain on a roof", "über café 🐶 — 東京", "a bell " * 5, "x"]
+    for batch in (texts, texts[:1], texts[3:4]):
+        with torch.no_grad():
+            tokens = proc.tokenizer(batch, padding=True, return_tensors="pt")
+            want = _unit(model.get_text_features(**tokens).pooler_output.numpy())
+        got = enc.encode_text(batch)
+        assert np.sum(got * want, axis=1).min() >= 1 - 1e-5 and np.abs(got - want).max() <= 1e-5
+    clip = (0.1 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32)
+    with torch.no_grad():
+        feats = proc.feature_extractor([clip], sampling_rate=48000, return_tensors="pt")
+        want_audio = _unit(model.get_audio_features(**feats).pooler_output.numpy())
+    np.testing.assert_allclose(enc.encode_audio([clip]), want_audio, atol=1e-5)
+    assert enc.model is not None  # type: ignore[attr-defined]

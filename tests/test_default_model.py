@@ -198,10 +198,16 @@ def test_the_default_downloads_auto_resuming_a_cut_download_then_works_with_sock
         "PYTHONPATH": f"{block}{os.pathsep}{env.get('PYTHONPATH', '')}",
         "HF_ENDPOINT": "https://huggingface.co",
     }
+    # text queries run both text towers (MobileCLIP2's and CLAP's) from their ONNX exports: no torch
+    probe = (
+        "import runpy, sys\ncode = 0\ntry:\n    runpy.run_module('mmsearch.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)\nsys.exit(code)\n"
+    )
     for target in ("image", "audio", "any"):
-        q = subprocess.run([*cli, "query", "red", "--target", target, "--index", str(idx), "--json"], env=blocked,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert q.returncode == 0, q.stderr[-2000:]
+        q = subprocess.run([sys.executable, "-c", probe, "query", "red", "--target", target, "--index", str(idx),
+                            "--json"], env=blocked, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert q.returncode == 0 and "NO TORCH" in q.stderr, q.stderr[-2000:]
         assert json.loads(q.stdout), target
     # a picture query: the text tower runs from its ONNX export, the image tower's weights load only now, from
     # the cache alone

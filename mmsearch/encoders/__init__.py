@@ -103,9 +103,9 @@ def _builtin() -> Encoder:
 
 
 def _clap(spec: str) -> Encoder:
-    from mmsearch.encoders.clap import ClapEncoder
+    from mmsearch.encoders.clap import load_clap
 
-    return ClapEncoder(spec)
+    return load_clap(spec)
 
 
 def _soundsim() -> Encoder:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import sys
 import warnings
@@ -85,6 +86,45 @@ class Session:
 
     def run_all(self, feed: dict[str, Any]) -> list[Any]:
         return list(self._session.run(None, feed))
+
+
+def record_file(kind: str, weights: Path) -> Path | None:
+    """Where what a torch load of the weights in file ``weights`` found is kept (their fingerprint, sizes,
+    whether the export works), so a later process can open the export without reading the weights: keyed by
+    the file's path, size and modification time (a changed file is loaded again). None: no such file."""
+    import hashlib
+
+    from platformdirs import user_cache_path
+
+    try:
+        st = weights.stat()
+        key = f"{kind}:{weights.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return None
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return user_cache_path("mmsearch", appauthor=False) / "records" / f"{kind}-{name}.json"
+
+
+def read_record(path: Path | None) -> dict[str, Any] | None:
+    """A record :func:`write_record` wrote for this export version; None when missing, damaged or older."""
+    if path is None:
+        return None
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return got if isinstance(got, dict) and got.get("export") == EXPORT_VERSION else None
+
+
+def write_record(path: Path | None, info: dict[str, Any]) -> None:
+    """Keep ``info`` (JSON) at ``path`` (atomically); a cache dir that cannot be written costs only this."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({**info, "export": EXPORT_VERSION}), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def open_session(kind: str, fingerprint: str, inputs: Sequence[str]) -> Session | None:

@@ -8,7 +8,6 @@ internet); a local checkpoint file loads offline. Embeddings are exactly open_cl
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -140,21 +139,6 @@ def _kind(arch: str) -> str:
     return "openclip-text-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in arch)
 
 
-def _identity(arch: str, weights: Path) -> Path | None:
-    """Where what a load of these weights found (fingerprint, sizes) is kept, keyed by the file's path, size
-    and modification time: a changed file is loaded again."""
-    import hashlib
-
-    from platformdirs import user_cache_path
-
-    try:
-        st = weights.stat()
-    except OSError:
-        return None
-    key = hashlib.sha256(f"{arch}:{weights.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return user_cache_path("mmsearch", appauthor=False) / "openclip" / f"{key}.json"
-
-
 def _exported(arch: str, tag: str | None, ckpt: Path | None) -> _Export | None:
     """The text tower's export for these weights, if a process made one (and ONNX Runtime is on)."""
     from mmsearch.encoders import onnx_towers
@@ -162,15 +146,12 @@ def _exported(arch: str, tag: str | None, ckpt: Path | None) -> _Export | None:
     if not onnx_towers.enabled():
         return None
     weights = _weights_file(arch, tag, ckpt)
-    identity = _identity(arch, weights) if weights is not None else None
-    if identity is None:
+    info = onnx_towers.read_record(onnx_towers.record_file(_kind(arch), weights) if weights is not None else None)
+    if info is None or info.get("onnx") is not True:
         return None
     try:
-        info = json.loads(identity.read_text(encoding="utf-8"))
         fp, dim, size = str(info["fingerprint"]), int(info["dim"]), int(info["image_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if info.get("onnx") is not True:
+    except (KeyError, TypeError, ValueError):
         return None
     onnx = onnx_towers.cache_file(_kind(arch), fp)
     tokenizer = onnx.with_name(onnx.name.removesuffix(".onnx") + ".tokenizer.json")
@@ -347,14 +328,12 @@ class OpenClipEncoder(EncoderBase):
         from mmsearch.encoders import clip_tokenizer, onnx_towers
 
         weights = _weights_file(self._arch, self._tag, self._ckpt)
-        identity = _identity(self._arch, weights) if weights is not None else None
-        if identity is None or not onnx_towers.enabled():
+        record = onnx_towers.record_file(_kind(self._arch), weights) if weights is not None else None
+        if record is None or not onnx_towers.enabled():
             return
         info = {"fingerprint": self.fingerprint, "dim": self.dim, "image_size": self.image_size}
-        version = {"export": onnx_towers.EXPORT_VERSION}
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(identity.read_text(encoding="utf-8")) == {**info, "onnx": False, **version}:
-                return  # a process tried, with these weights, and could not: not at every start
+        if onnx_towers.read_record(record) == {**info, "onnx": False, "export": onnx_towers.EXPORT_VERSION}:
+            return  # a process tried, with these weights, and could not: not at every start
         onnx = onnx_towers.cache_file(_kind(self._arch), self.fingerprint)
         tok_file = onnx.with_name(onnx.name.removesuffix(".onnx") + ".tokenizer.json")
         opened = self._exported_text(onnx, tok_file)
@@ -362,11 +341,7 @@ class OpenClipEncoder(EncoderBase):
             onnx_towers.remove(onnx)
             tok_file.unlink(missing_ok=True)
             clip_tokenizer.meta_path(tok_file).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            identity.parent.mkdir(parents=True, exist_ok=True)
-            tmp = identity.with_name(f"{identity.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps({**info, "onnx": opened is not None, **version}), encoding="utf-8")
-            os.replace(tmp, identity)
+        onnx_towers.write_record(record, {**info, "onnx": opened is not None})
         if opened is not None:
             self._session, self._ids = opened
 
