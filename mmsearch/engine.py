@@ -159,15 +159,13 @@ class Engine:
         """
         # an index that knows its model loads it only when the run finds work (nothing to do: no model, no
         # FAISS file); a new one loads it first, to record it
-        towers = self.towers if self._towers is not None or self.store.get_meta("model") is None else self._load
+        known = self._towers is None and self.store.get_meta("model") is not None
+        towers = (lambda: self.towers) if known else self.towers
         report = index_paths(self.store, self.spaces, towers, paths, options or IndexOptions(**settings), hooks)
         if self._towers is not None or not self.searcher.reference_saved():
             with contextlib.suppress(StoreWriteError):  # best effort: a query computes them when missing
                 self.searcher.save_reference()  # so that queries never encode the fusion's reference phrases
         return report
-
-    def _load(self) -> Towers:
-        return self.towers
 
     # -- search -------------------------------------------------------------------------------------------
     def search(
