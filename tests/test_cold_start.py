@@ -161,7 +161,7 @@ def test_the_calibration_sample_is_chosen_by_content_and_bounded(tmp_path: Path)
     b.close()
 
 
-def test_a_run_with_nothing_to_do_loads_no_model_and_no_faiss_file(
+def test_a_run_with_nothing_to_do_loads_no_model_and_only_maps_faiss_files(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mmsearch.engine
@@ -173,13 +173,19 @@ def test_a_run_with_nothing_to_do_loads_no_model_and_no_faiss_file(
     loads: list[str] = []
     real_towers, real_get = mmsearch.engine.load_towers, mmsearch.spaceset.SpaceSet.get
     monkeypatch.setattr(mmsearch.engine, "load_towers", lambda *a, **k: loads.append("model") or real_towers(*a, **k))
-    monkeypatch.setattr(mmsearch.spaceset.SpaceSet, "get", lambda *a, **k: loads.append("faiss") or real_get(*a, **k))
+
+    def get(self, name, mapped=None):  # type: ignore[no-untyped-def]
+        loads.append("faiss" if not mapped else "faiss mapped")
+        return real_get(self, name, mapped)
+
+    monkeypatch.setattr(mmsearch.spaceset.SpaceSet, "get", get)
     called: list[str] = []
     hooks = IngestHooks(load=lambda: called.append("load"))
     with Engine.open(idx) as eng:
         report = eng.index([photos], hooks=hooks)
         assert (report.added, report.updated, report.removed, report.unchanged) == (0, 0, 0, 9)
-        assert loads == [] and called == []  # nothing loaded, and the CLI's spinner never shown
+        assert "model" not in loads and called == []  # no model loaded, and the CLI's spinner never shown
+        assert set(loads) == {"faiss mapped"}  # FAISS files only mapped, to check them against SQLite
     # any change, and the run loads what it needs and does the work as before
     solid(photos / "new.jpg", "red", size=(70, 40))
     (photos / "notes" / "blue.md").unlink()
@@ -212,7 +218,7 @@ def test_a_no_op_cli_index_run_imports_no_model_runtime(photos: Path, tmp_path: 
     code = (
         "import sys\nsys.argv = ['mmsearch', 'index', sys.argv[1], '--index', sys.argv[2], '--json']\n"
         "from mmsearch.cli import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
-        "mods = ('torch', 'faiss', 'onnxruntime', 'open_clip', 'rapidocr_onnxruntime')\n"
+        "mods = ('torch', 'onnxruntime', 'open_clip', 'transformers', 'rapidocr_onnxruntime')\n"
         "print('IMPORTED', [m for m in mods if m in sys.modules], file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(photos), str(idx)], capture_output=True, text=True,

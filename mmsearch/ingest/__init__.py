@@ -112,7 +112,8 @@ def index_paths(
     """One `index` run: take the writer's lock, check the database, run the pipeline, save the FAISS files.
 
     ``towers`` may be a function that loads them: then a run that finds every file indexed and unchanged
-    (and none gone) returns without loading the model or any FAISS file.
+    (and none gone) returns without loading the model, only checking each FAISS file against SQLite
+    (memory-mapped) and rebuilding one that disagrees.
 
     Raises:
         MmsearchError: a path that does not exist.
@@ -139,6 +140,12 @@ def index_paths(
         if not isinstance(towers, Towers):
             quiet = Ingestor(store, spaces, None, options, hooks, ocr).unchanged(roots)
             if quiet is not None:
+                # no model, but every FAISS file is still checked against SQLite (memory-mapped: milliseconds)
+                # and rebuilt when it disagrees: a run killed between its commit and its save, a damaged file
+                for name in store.generations():
+                    if store.count(name):
+                        spaces.get(name, mapped=True)
+                spaces.save()
                 return quiet
             (hooks or IngestHooks()).load()
             towers = towers()
