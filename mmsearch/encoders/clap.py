@@ -56,27 +56,18 @@ def _weights_file(spec: str) -> Path | None:
     return Path(found) if found else None
 
 
-def _tokenizer_file(onnx: Path) -> Path:
-    return onnx.with_name(onnx.name.removesuffix(".onnx") + ".tokenizer.json")
-
-
 def _exported(spec: str) -> _Export | None:
     from mmsearch.encoders import onnx_towers
 
-    if not onnx_towers.enabled():
+    got = onnx_towers.recorded_export(KIND, _weights_file(spec))
+    if got is None:
         return None
-    weights = _weights_file(spec)
-    info = onnx_towers.read_record(onnx_towers.record_file(KIND, weights) if weights is not None else None)
-    if info is None or info.get("onnx") is not True:
-        return None
+    info, onnx = got
     try:
         fp, dim, rate = str(info["fingerprint"]), int(info["dim"]), int(info["sample_rate"])
     except (KeyError, TypeError, ValueError):
         return None
-    onnx = onnx_towers.cache_file(KIND, fp)
-    if not (onnx.is_file() and _tokenizer_file(onnx).is_file()):
-        return None
-    return _Export(fp, dim, rate, onnx, _tokenizer_file(onnx))
+    return _Export(fp, dim, rate, onnx, onnx_towers.tokenizer_file(onnx))
 
 
 def load_clap(spec: str) -> ClapEncoder:
@@ -193,10 +184,10 @@ class ClapEncoder(EncoderBase):
         if onnx_towers.read_record(record) == {**info, "onnx": False, "export": onnx_towers.EXPORT_VERSION}:
             return
         onnx = onnx_towers.cache_file(KIND, self.fingerprint)
-        opened = self._exported_text(onnx, _tokenizer_file(onnx))
+        opened = self._exported_text(onnx, onnx_towers.tokenizer_file(onnx))
         if opened is None:
             onnx_towers.remove(onnx)
-            _tokenizer_file(onnx).unlink(missing_ok=True)
+            onnx_towers.tokenizer_file(onnx).unlink(missing_ok=True)
         onnx_towers.write_record(record, {**info, "onnx": opened is not None})
         if opened is not None:
             self._session, self._tok = opened

@@ -127,6 +127,24 @@ def write_record(path: Path | None, info: dict[str, Any]) -> None:
         os.replace(tmp, path)
 
 
+def tokenizer_file(onnx: Path) -> Path:
+    """Where a text tower's tokenizer is kept: beside its export, under the same name."""
+    return onnx.with_name(onnx.name.removesuffix(".onnx") + ".tokenizer.json")
+
+
+def recorded_export(kind: str, weights: Path | None) -> tuple[dict[str, Any], Path] | None:
+    """What a torch load of the weights in file ``weights`` recorded, and the export of text tower ``kind`` it
+    made, when that export worked and it and its tokenizer are there (and ONNX Runtime is on); None: the
+    caller loads the weights."""
+    if not enabled() or weights is None:
+        return None
+    info = read_record(record_file(kind, weights))
+    if info is None or info.get("onnx") is not True or not isinstance(info.get("fingerprint"), str):
+        return None
+    onnx = cache_file(kind, info["fingerprint"])
+    return (info, onnx) if onnx.is_file() and tokenizer_file(onnx).is_file() else None
+
+
 def open_session(kind: str, fingerprint: str, inputs: Sequence[str]) -> Session | None:
     """The cached export of a tower, or None (not exported yet, ONNX Runtime missing or turned off).
 

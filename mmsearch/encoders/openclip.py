@@ -143,21 +143,16 @@ def _exported(arch: str, tag: str | None, ckpt: Path | None) -> _Export | None:
     """The text tower's export for these weights, if a process made one (and ONNX Runtime is on)."""
     from mmsearch.encoders import onnx_towers
 
-    if not onnx_towers.enabled():
+    got = onnx_towers.recorded_export(_kind(arch), _weights_file(arch, tag, ckpt))
+    if got is None:
         return None
-    weights = _weights_file(arch, tag, ckpt)
-    info = onnx_towers.read_record(onnx_towers.record_file(_kind(arch), weights) if weights is not None else None)
-    if info is None or info.get("onnx") is not True:
-        return None
+    info, onnx = got
     try:
-        fp, dim, size = str(info["fingerprint"]), int(info["dim"]), int(info["image_size"])
+        return _Export(
+            str(info["fingerprint"]), int(info["dim"]), int(info["image_size"]), onnx, onnx_towers.tokenizer_file(onnx)
+        )
     except (KeyError, TypeError, ValueError):
         return None
-    onnx = onnx_towers.cache_file(_kind(arch), fp)
-    tokenizer = onnx.with_name(onnx.name.removesuffix(".onnx") + ".tokenizer.json")
-    if not (onnx.is_file() and tokenizer.is_file()):
-        return None
-    return _Export(fp, dim, size, onnx, tokenizer)
 
 
 def _create(arch: str, tag: str | None, ckpt: Path | None, device: str) -> tuple[Any, Any]:
@@ -335,7 +330,7 @@ class OpenClipEncoder(EncoderBase):
         if onnx_towers.read_record(record) == {**info, "onnx": False, "export": onnx_towers.EXPORT_VERSION}:
             return  # a process tried, with these weights, and could not: not at every start
         onnx = onnx_towers.cache_file(_kind(self._arch), self.fingerprint)
-        tok_file = onnx.with_name(onnx.name.removesuffix(".onnx") + ".tokenizer.json")
+        tok_file = onnx_towers.tokenizer_file(onnx)
         opened = self._exported_text(onnx, tok_file)
         if opened is None:
             onnx_towers.remove(onnx)
