@@ -29,6 +29,15 @@ IndexOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        envvar="MMSEARCH_DEVICE",
+        help="Where models and FAISS run: auto (a GPU when there is one), cpu, cuda, cuda:N.",
+        show_default=False,
+    ),
+]
 
 
 # Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts colour and cursor

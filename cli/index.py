@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, count, err_console, print_json, shown
+from mmsearch.cli._common import (
+    DeviceOption,
+    IndexOption,
+    JsonOption,
+    cli_errors,
+    console,
+    count,
+    err_console,
+    print_json,
+    shown,
+)
 
 if TYPE_CHECKING:
     from mmsearch.engine import Engine
@@ -22,6 +34,7 @@ def index(
         list[Path], typer.Argument(help="Folders (searched recursively) or files to index.", show_default=False)
     ],
     index_dir: IndexOption = None,
+    device: DeviceOption = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -57,7 +70,37 @@ def index(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="Force a FAISS recipe (flat, ivf, ivf-sq8). Default: chosen by collection size.", show_default=False
+            help="Force a FAISS recipe (flat, ivf, ivf-sq8, ivf-pq). Default: chosen by size and --memory-budget.",
+            show_default=False,
+        ),
+    ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="RAM the FAISS indexes may take (8G, 512M; 0: no limit): past it, more compressed recipes "
+            "(ivf-sq8, ivf-pq, re-ranked exactly from SQLite). Sticks to the index.",
+            show_default=False,
+        ),
+    ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Decode and embed on a Ray cluster (pip install 'mmsearch[ray]'): a new local one, or "
+            "--ray-address. Every worker must see the folders at the same paths.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The cluster to join (auto, ray://HEAD:10001; implies --ray). Default: $RAY_ADDRESS, else local.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Encoder actors (--ray). Default: the cluster's GPUs, else its CPUs.", show_default=False
         ),
     ] = None,
     json_out: JsonOption = False,
@@ -86,9 +129,12 @@ def index(
 
     from mmsearch.engine import Engine
     from mmsearch.errors import MmsearchError
-    from mmsearch.ingest import IndexOptions, IngestHooks
+    from mmsearch.ingest import IndexOptions, IngestHooks, RayOptions
 
     with cli_errors():
+        from mmsearch.device import set_device
+
+        set_device(device)
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise MmsearchError(f"no such file or folder: {', '.join(missing)}")
@@ -126,7 +172,12 @@ def index(
             if t.speed:
                 progress.update(task, rate=f"{t.speed:.1f} files/s")
 
-        with Engine.open(index_dir, model=model, create=True, recipe=recipe) as engine:
+        budget = None
+        if memory_budget is not None:
+            from mmsearch.memory import parse_size
+
+            budget = parse_size(memory_budget)
+        with Engine.open(index_dir, model=model, create=True, recipe=recipe, memory_budget=budget) as engine:
             if engine.store.get_meta("model") is None:
                 _load_model(engine, quiet or json_out)  # first, so the bar measures embedding
 
@@ -137,9 +188,11 @@ def index(
                 finally:
                     progress.start()
 
-            options = IndexOptions(batch_size, workers, hidden, follow_symlinks, ocr, wait)
+            remote = RayOptions(ray_address, ray_actors) if ray or ray_address or ray_actors else None
+            options = IndexOptions(batch_size, workers, hidden, follow_symlinks, ocr, wait, remote)
             hooks = IngestHooks(skip=skip, start=start, advance=advance, load=load)
-            with progress:
+            # Ray's driver prints its workers' failures (a retried batch) on stdout: stdout stays the report's
+            with progress, contextlib.redirect_stdout(sys.stderr) if remote else contextlib.nullcontext():
                 report = engine.index(paths, options, hooks=hooks)
             counts = engine.info().counts
             model = engine.model_name

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mmsearch.cli._common import IndexOption, JsonOption, cli_errors, console, print_json, shown
+from mmsearch.cli._common import DeviceOption, IndexOption, JsonOption, cli_errors, console, print_json, shown
 
 
 def query(
@@ -71,6 +71,7 @@ def query(
         bool, typer.Option("--explain", help="Show each part's and each vector's contribution to every score.")
     ] = False,
     index_dir: IndexOption = None,
+    device: DeviceOption = None,
     json_out: JsonOption = False,
     paths_only: Annotated[
         bool,
@@ -111,6 +112,9 @@ def query(
     onnx_towers.quick_start()  # one query: towers run once or twice, so their sessions open fast instead
 
     with cli_errors():
+        from mmsearch.device import set_device
+
+        set_device(device)
         parts = []
         for extra in more_text or []:
             parts += [QueryPart("text", t.text, t.weight, t.negative) for t in parse(extra)]

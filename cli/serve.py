@@ -6,11 +6,12 @@ from typing import Annotated
 
 import typer
 
-from mmsearch.cli._common import IndexOption, cli_errors, err_console
+from mmsearch.cli._common import DeviceOption, IndexOption, cli_errors, err_console
 
 
 def serve(
     index_dir: IndexOption = None,
+    device: DeviceOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on. Loopback by default: only this machine.")] = (
         "127.0.0.1"
     ),
@@ -87,6 +88,9 @@ def serve(
       [bold]mmsearch serve --index ~/idx --port 9000 --token s3cret[/bold]
     """
     with cli_errors():
+        from mmsearch.device import set_device
+
+        set_device(device)
         import os
 
         import uvicorn

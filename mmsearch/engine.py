@@ -37,7 +37,10 @@ class Engine:
         ...     hits = eng.search(text="a dog on a beach", k=5)
     """
 
-    def __init__(self, index_dir: str | os.PathLike[str], model: str | None = None, recipe: str | None = None) -> None:
+    def __init__(
+        self, index_dir: str | os.PathLike[str], model: str | None = None, recipe: str | None = None,
+        memory_budget: int | None = None,
+    ) -> None:  # fmt: skip
         index_dir = Path(index_dir).expanduser()
         self.dir = index_dir
         self.store = Store(index_dir / Store.FILENAME)
@@ -49,6 +52,8 @@ class Engine:
             raise MmsearchError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(recipes))}")
         if recipe is not None and recipe != self.store.get_meta("recipe"):
             self.store.set_meta(recipe=recipe)  # a forced recipe sticks to the index
+        if memory_budget is not None and (memory_budget or None) != self.store.get_meta("memory_budget"):
+            self.store.set_meta(memory_budget=memory_budget or None)  # so does a budget (0: none)
         recorded = self.store.get_meta("model")
         if recorded and self._requested_model and self._requested_model != recorded:
             self.store.close()
@@ -62,7 +67,7 @@ class Engine:
     @classmethod
     def open(
         cls, index: str | os.PathLike[str] | None = None, model: str | None = None, *, create: bool = False,
-        recipe: str | None = None,
+        recipe: str | None = None, memory_budget: int | None = None,
     ) -> Engine:  # fmt: skip
         """Open the index at ``index`` (default: ``$MMSEARCH_INDEX`` or the user data dir).
 
@@ -70,6 +75,8 @@ class Engine:
             model: Model name for a new index; for an existing one it must match what it was built with.
             create: Create the directory when missing (indexing does; querying does not).
             recipe: Force a FAISS recipe from ``indexes/`` instead of choosing by size.
+            memory_budget: Bytes the FAISS indexes may take together (0: no limit); past it the next
+                ``index`` run moves spaces to more compressed recipes. Sticks to the index.
 
         Raises:
             IndexNotFoundError: no index there and ``create`` is false.
@@ -80,7 +87,7 @@ class Engine:
             if not create:
                 raise IndexNotFoundError(f"no index at {index_dir}: run `mmsearch index FOLDER` first")
             index_dir.mkdir(parents=True, exist_ok=True)
-        engine = cls(index_dir, model=model, recipe=recipe)
+        engine = cls(index_dir, model=model, recipe=recipe, memory_budget=memory_budget)
         if not create and engine.store.get_meta("model") is None:
             engine.store.close()
             raise IndexNotFoundError(f"index {index_dir} is empty: run `mmsearch index FOLDER` first")

@@ -45,3 +45,23 @@ def trim_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20}
+_UNITS |= {"g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``8G``, ``512MB``, ``1.5GiB``, ``1000000`` (binary units; ``0``: none).
+
+    Raises:
+        MmsearchError: not a size.
+    """
+    import re
+
+    from mmsearch.errors import MmsearchError
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise MmsearchError(f"not a size: {text!r} (e.g. 8G, 512M)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

@@ -122,6 +122,22 @@ class SpaceSet:
         self._gen[space] = gen
         return vi
 
+    def rechoose(self) -> list[str]:
+        """Rebuild each space whose recipe is no longer the one its size and the memory budget call for (a
+        budget set or changed since its file was built); an index run calls it before saving. Returns the
+        spaces rebuilt."""
+        rebuilt = []
+        for space in self.store.generations():
+            n = self.store.count(space)
+            if n and self.get(space, mapped=True).recipe.name != self._recipe_for(n, space).name:
+                with self.store.snapshot():
+                    vi, gen = self._rebuild(space), self.store.generation(space)
+                if vi.recipe.name != self._indexes[space].recipe.name:
+                    self._indexes[space], self._gen[space] = vi, gen
+                    self._dirty.add(space)
+                    rebuilt.append(space)
+        return rebuilt
+
     def _agrees(self, space: str, vi: VectorIndex) -> bool:
         """Whether a loaded FAISS file holds what SQLite holds: dimension, count, and 8 vectors spread over
         the ids, each found as itself (a file copied from another space, or zeroed, fails this)."""
@@ -133,16 +149,25 @@ class SpaceSet:
         probes = np.linspace(span[0], span[1], num=8).astype(np.int64)
         return vi.holds(self.store.vectors_near_ids(space, probes.tolist()))
 
-    def _recipe_for(self, n: int) -> Recipe:
+    def _recipe_for(self, n: int, space: str) -> Recipe:
+        """By size, unless forced; under the index's memory budget (``--memory-budget``, bytes for every
+        space's FAISS index together) each space gets its share of it, by vectors x dimensions."""
         if self.forced:
             return self.recipes[self.forced]
-        return choose_recipe(n, self.recipes)
+        budget = self.store.get_meta("memory_budget")
+        if not budget:
+            return choose_recipe(n, self.recipes)
+        dim = self._dim(space)
+        sizes = {name: self.store.count(name) * self._dim(name) for name in self.store.generations()}
+        sizes[space] = n * dim
+        share = float(budget) * sizes[space] / max(1, sum(sizes.values()))
+        return choose_recipe(n, self.recipes, dim, share)
 
     def _rebuild(self, space: str) -> VectorIndex:
         """Build the FAISS index of ``space`` from the vectors in SQLite."""
         ids = self.store.ids(space)
         n = len(ids)
-        recipe = self._recipe_for(n)
+        recipe = self._recipe_for(n, space)
         if recipe.is_ivf and n < recipe.nlist(n):
             recipe = self.recipes["flat"]  # too few vectors to train cells (a forced recipe on tiny data)
         train = training_sample(recipe, ids, lambda: self.store.iter_vectors(space)) if recipe.is_ivf else None
@@ -206,7 +231,7 @@ class SpaceSet:
         try:
             for space in sorted(self._dirty):
                 vi = self._indexes[space]
-                if vi.recipe.name != self._recipe_for(vi.ntotal).name:
+                if vi.recipe.name != self._recipe_for(vi.ntotal, space).name:
                     with self.store.snapshot():
                         rebuilt = self._rebuild(space)
                     if rebuilt.recipe.name != vi.recipe.name:

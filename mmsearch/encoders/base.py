@@ -191,7 +191,8 @@ def cached_fingerprint(cache: Path, compute: Callable[[], str]) -> str:
 
 
 def torch_device() -> str:
-    """``cuda`` when torch sees a GPU, else ``cpu``."""
-    import torch
+    """The device asked for (``--device``, :mod:`mmsearch.device`): by default ``cuda`` when torch sees a
+    GPU, else ``cpu``."""
+    from mmsearch import device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.torch_device()

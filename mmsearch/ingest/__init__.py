@@ -20,6 +20,7 @@ from typing import Any
 from mmsearch.encoders.towers import Towers
 from mmsearch.files import under
 from mmsearch.ingest.decode import Decoder, safe_opener
+from mmsearch.ingest.distributed import RayOptions, WorkerSpec, embed_remote
 from mmsearch.ingest.embed import embed_batch
 from mmsearch.ingest.walk import Candidate, WalkResult, walk
 from mmsearch.ingest.write import VectorSink, delete, write
@@ -29,8 +30,8 @@ from mmsearch.spaceset import SpaceSet
 from mmsearch.store import KnownFile, Reusable, Store
 
 __all__ = [
-    "Candidate", "IndexOptions", "IngestHooks", "IngestReport", "Ingestor", "WalkResult", "index_paths", "resolve_ocr",
-    "walk",
+    "Candidate", "IndexOptions", "IngestHooks", "IngestReport", "Ingestor", "RayOptions", "WalkResult", "index_paths",
+    "resolve_ocr", "walk",
 ]  # fmt: skip
 
 # Version of what an item's vectors are: 2 added caption, file-name and OCR text vectors. An index
@@ -49,6 +50,7 @@ class IndexOptions:
         follow_symlinks: Follow symbolic links that stay inside the folders being indexed.
         ocr: Read the text in pictures; None: what the index was built with, else on when installed.
         wait: Seconds to wait while another run writes the index.
+        ray: Decode and embed on a Ray cluster (:mod:`mmsearch.ingest.distributed`); None: in this process.
     """
 
     batch_size: int = 32
@@ -57,6 +59,7 @@ class IndexOptions:
     follow_symlinks: bool = False
     ocr: bool | None = None
     wait: float = 0.0
+    ray: RayOptions | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +148,7 @@ def index_paths(
                 for name in store.generations():
                     if store.count(name):
                         spaces.get(name, mapped=True)
+                spaces.rechoose()  # a memory budget set since
                 spaces.save()
                 return quiet
             (hooks or IngestHooks()).load()
@@ -159,6 +163,7 @@ def index_paths(
             with contextlib.suppress(MmsearchError):  # keep what failed, not a second error saving
                 spaces.save()
             raise
+        spaces.rechoose()
         spaces.save()
     return report
 
@@ -245,8 +250,12 @@ class Ingestor:
         image = self.towers.get("image")
         side = (image.image_size if image is not None else None) or DECODE_SIZE
         opener = safe_opener(self.options.follow_symlinks, real_roots)
+        decode_size = DECODE_SIZE if self.ocr else min(DECODE_SIZE, max(side, 64))
         try:
-            self._process(todo, replace, failed, opener, DECODE_SIZE if self.ocr else min(DECODE_SIZE, max(side, 64)))
+            if self.options.ray is not None:
+                self._process_remote(todo, replace, failed, self._spec(real_roots, decode_size))
+            else:
+                self._process(todo, replace, failed, opener, decode_size)
             if self._stale:
                 self.store.set_meta(item_vectors=ITEM_VECTORS_VERSION)
         finally:
@@ -366,6 +375,42 @@ class Ingestor:
         finally:
             self._stop.set()
 
+    def _spec(self, roots: Sequence[str], decode_size: int) -> WorkerSpec:
+        from mmsearch.encoders.towers import SOUND, record
+
+        towers = self.towers
+        assert self.options.ray is not None
+        return WorkerSpec(
+            model=towers.name,
+            sound=towers.get(SOUND) is not None,
+            recorded=record(towers),
+            roles=tuple(sorted(towers.roles)),
+            roots=tuple(roots),
+            follow_symlinks=self.options.follow_symlinks,
+            decode_size=decode_size,
+            ocr=self.ocr,
+            threads=max(1, round(self.options.ray.cpus_per_actor)),
+        )
+
+    def _process_remote(
+        self, todo: list[Candidate], replace: dict[str, KnownFile], failed: list[int], spec: WorkerSpec
+    ) -> None:
+        """The mapper on Ray; this process writes what comes back, batched per modality as a local run."""
+        assert self.options.ray is not None
+        pending: dict[str, list[Pending]] = {}
+        for cand, got in embed_remote(todo, spec, self.options.ray, self.batch_size):
+            if not isinstance(got, Pending):
+                self._failed(cand.path, got, replace, failed)
+                continue
+            batch = pending.setdefault(cand.modality, [])
+            batch.append(got)
+            if len(batch) >= (self.modalities[cand.modality].batch or self.batch_size):
+                self._commit(batch, replace, failed)
+                batch.clear()
+        for batch in pending.values():
+            if batch:
+                self._commit(batch, replace, failed)
+
     def _failed(self, path: str, reason: str, replace: dict[str, KnownFile], failed: list[int]) -> None:
         self._skip(path, reason)
         if path in replace:
@@ -376,6 +421,10 @@ class Ingestor:
         self, modality: Modality, batch: list[Pending], replace: dict[str, KnownFile], failed: list[int], job: ReadJob
     ) -> None:
         embed_batch(modality, batch, self.towers, job)
+        self._commit(batch, replace, failed)
+
+    def _commit(self, batch: list[Pending], replace: dict[str, KnownFile], failed: list[int]) -> None:
+        """Write an embedded batch (items the embed step could not embed are skipped)."""
         kept = []
         for x in batch:
             if x.error is not None:
