@@ -415,3 +415,16 @@ def test_renamed_rotated_photo_keeps_its_upright_size(tmp_path: Path) -> None:
             for i in eng.store.get_items(eng.store.ids("image").tolist()).values()
         }
         assert sizes == {"b.jpg": (40, 60), "c.jpg": (40, 60)}
+
+
+def test_ray_asked_for_without_ray_is_said_before_anything_even_with_nothing_to_do(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmsearch.errors import MmsearchError
+    from mmsearch.ingest import IndexOptions, RayOptions, distributed
+
+    with Engine.open(tmp_path / "idx", model="fake", create=True) as eng:
+        eng.index([photos])  # indexed: a --ray re-run would send nothing to the cluster
+        monkeypatch.setattr(distributed, "find_spec", lambda name: None)  # Ray not installed
+        with pytest.raises(MmsearchError, match=r"--ray needs Ray: pip install 'mmsearch\[ray\]'"):
+            eng.index([photos], IndexOptions(ray=RayOptions()))

@@ -19,6 +19,7 @@ from typing import Any
 
 from mmsearch.encoders.towers import Towers
 from mmsearch.files import under
+from mmsearch.ingest import distributed
 from mmsearch.ingest.decode import Decoder, safe_opener
 from mmsearch.ingest.distributed import RayOptions, WorkerSpec, embed_remote
 from mmsearch.ingest.embed import embed_batch
@@ -129,6 +130,8 @@ def index_paths(
     from mmsearch.errors import MmsearchError
     from mmsearch.lock import IndexLock
 
+    if options.ray is not None:
+        distributed.require()  # before the walk, and on a run that finds nothing to do too
     roots = []
     for p in paths:
         if not Path(p).expanduser().exists():

@@ -73,8 +73,11 @@ class WorkerSpec:
     threads: int
 
 
-def available() -> bool:
-    return find_spec("ray") is not None
+def require() -> None:
+    """Raises:
+    MmsearchError: Ray is not installed."""
+    if find_spec("ray") is None:
+        raise MmsearchError("--ray needs Ray: pip install 'mmsearch[ray]'")
 
 
 def connect(address: str | None) -> Any:
@@ -83,8 +86,7 @@ def connect(address: str | None) -> Any:
     Raises:
         MmsearchError: Ray is not installed, or the cluster cannot be reached.
     """
-    if not available():
-        raise MmsearchError("--ray needs Ray: pip install 'mmsearch[ray]'")
+    require()
     import ray
 
     if not ray.is_initialized():
@@ -121,7 +123,6 @@ class Embedder:
     """One actor of the pool: loads the towers once, then reads and embeds the batches it is given."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        from mmsearch import threads
         from mmsearch.encoders import load_towers
         from mmsearch.encoders.towers import check_recorded
         from mmsearch.ingest.decode import Decoder, safe_opener
@@ -135,7 +136,6 @@ class Embedder:
                 f"model {spec.model} has towers {sorted(self.towers.roles)} on this worker, {list(spec.roles)} "
                 "where the run started (a weights file missing here?)"
             )
-        threads.wide()
         self.modalities = {m.name: m for m in indexable(self.towers)}
         opener = safe_opener(spec.follow_symlinks, list(spec.roots))
         # no reuse of vectors by content here: the driver holds the index
