@@ -90,16 +90,17 @@ def random_vit(tmp: Path) -> str:
     return f"openclip:ViT-B-32@{ckpt}"
 
 
-def end_to_end(folder: Path, model: str, batch: int, ocr: bool) -> tuple[float, int, float]:
-    """(images/s, items, seconds) of Engine.index into a new index, model loaded first."""
+def end_to_end(folder: Path, model: str, batch: int, ocr: bool, ray: bool = False) -> tuple[float, int, float]:
+    """(images/s, items, seconds) of Engine.index into a new index, model loaded first (``ray``: with --ray)."""
     from mmsearch import Engine
+    from mmsearch.ingest import RayOptions
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
     try:
         with Engine.open(tmp / "idx", model=model, create=True) as eng:
             eng.encoder  # noqa: B018 - load the model outside the timing, as the CLI does
             t = time.perf_counter()
-            report = eng.index([folder], batch_size=batch, ocr=ocr)
+            report = eng.index([folder], batch_size=batch, ocr=ocr, ray=RayOptions() if ray else None)
             seconds = time.perf_counter() - t
             assert not report.skipped, report.skipped[:3]
             n = report.added

@@ -14,32 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from bench._report import record
+from bench.bench_index import end_to_end
 from bench.corpus import folder_bytes, photo_folder
-
-
-def one_run(folder: Path, model: str, batch: int, ray: bool) -> tuple[float, int]:
-    """(seconds, files) of one index run into a new index, model loaded before timing."""
-    from mmsearch import Engine
-    from mmsearch.ingest import IndexOptions, RayOptions
-
-    tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-ray-"))
-    try:
-        with Engine.open(tmp / "idx", model=model, create=True) as eng:
-            eng.encoder  # noqa: B018
-            t = time.perf_counter()
-            report = eng.index([folder], IndexOptions(batch_size=batch, ray=RayOptions() if ray else None))
-            seconds = time.perf_counter() - t
-            assert not report.skipped, report.skipped[:3]
-        return seconds, report.added
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -66,7 +46,7 @@ def main() -> None:
     n = 0
     for r in range(args.rounds):
         for kind in ("local", "ray") if r % 2 == 0 else ("ray", "local"):
-            seconds, n = one_run(folder, args.model, args.batch_size, kind == "ray")
+            _, n, seconds = end_to_end(folder, args.model, args.batch_size, ocr=False, ray=kind == "ray")
             times[kind].append(seconds)
             print(f"round {r + 1} {kind:<5} {n} files in {seconds:6.1f} s = {n / seconds:6.1f} files/s", flush=True)
     local, remote = statistics.median(times["local"]), statistics.median(times["ray"])

@@ -57,11 +57,11 @@ def torch_device() -> str:
     Raises:
         MmsearchError: a GPU was asked for and torch sees none.
     """
-    import torch
-
     want = requested()
     if want == "cpu":
-        return "cpu"
+        return "cpu"  # without importing torch (a query whose towers run in ONNX Runtime never needs it)
+    import torch
+
     if want == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available():

@@ -122,21 +122,14 @@ class SpaceSet:
         self._gen[space] = gen
         return vi
 
-    def rechoose(self) -> list[str]:
-        """Rebuild each space whose recipe is no longer the one its size and the memory budget call for (a
-        budget set or changed since its file was built); an index run calls it before saving. Returns the
-        spaces rebuilt."""
-        rebuilt = []
+    def rechoose(self) -> None:
+        """Mark for :meth:`save`, which rebuilds them, the spaces whose recipe is not the one their size and the
+        memory budget call for; an index run calls it before saving, so that a budget set or lifted takes
+        effect even on a run that changed nothing (save alone only looks at the spaces the run changed)."""
         for space in self.store.generations():
             n = self.store.count(space)
             if n and self.get(space, mapped=True).recipe.name != self._recipe_for(n, space).name:
-                with self.store.snapshot():
-                    vi, gen = self._rebuild(space), self.store.generation(space)
-                if vi.recipe.name != self._indexes[space].recipe.name:
-                    self._indexes[space], self._gen[space] = vi, gen
-                    self._dirty.add(space)
-                    rebuilt.append(space)
-        return rebuilt
+                self._dirty.add(space)
 
     def _agrees(self, space: str, vi: VectorIndex) -> bool:
         """Whether a loaded FAISS file holds what SQLite holds: dimension, count, and 8 vectors spread over
@@ -151,9 +144,12 @@ class SpaceSet:
 
     def _recipe_for(self, n: int, space: str) -> Recipe:
         """By size, unless forced; under the index's memory budget (``--memory-budget``, bytes for every
-        space's FAISS index together) each space gets its share of it, by vectors x dimensions."""
-        if self.forced:
-            return self.recipes[self.forced]
+        space's FAISS index together) each space gets its share of it, by vectors x dimensions. Flat when
+        there are too few vectors to train the chosen recipe's cells (a forced or budgeted recipe on tiny data)."""
+        recipe = self.recipes[self.forced] if self.forced else self._chosen(n, space)
+        return self.recipes["flat"] if recipe.is_ivf and n < recipe.nlist(n) else recipe
+
+    def _chosen(self, n: int, space: str) -> Recipe:
         budget = self.store.get_meta("memory_budget")
         if not budget:
             return choose_recipe(n, self.recipes)
@@ -168,8 +164,6 @@ class SpaceSet:
         ids = self.store.ids(space)
         n = len(ids)
         recipe = self._recipe_for(n, space)
-        if recipe.is_ivf and n < recipe.nlist(n):
-            recipe = self.recipes["flat"]  # too few vectors to train cells (a forced recipe on tiny data)
         train = training_sample(recipe, ids, lambda: self.store.iter_vectors(space)) if recipe.is_ivf else None
         return VectorIndex.build(self._dim(space), recipe, self.store.iter_vectors(space), n, train)
 
@@ -231,11 +225,9 @@ class SpaceSet:
         try:
             for space in sorted(self._dirty):
                 vi = self._indexes[space]
-                if vi.recipe.name != self._recipe_for(vi.ntotal, space).name:
+                if vi.recipe.name != self._recipe_for(vi.ntotal, space).name:  # a threshold or the budget crossed
                     with self.store.snapshot():
-                        rebuilt = self._rebuild(space)
-                    if rebuilt.recipe.name != vi.recipe.name:
-                        vi = self._indexes[space] = rebuilt
+                        vi = self._indexes[space] = self._rebuild(space)
                 pending.append((space, vi.write_temp(self.folder / f"{space}.faiss", self._gen[space], space)))
             with SaveLock(self.folder, blocking=self._writing):
                 for space, p in pending:

@@ -67,11 +67,11 @@ class Recipe:
                 total += 4 * dim
             elif m := re.fullmatch(r"SQ(\d+)", part):
                 total += dim * int(m.group(1)) / 8
-            elif m := re.fullmatch(r"SQfp16", part):
+            elif part == "SQfp16":
                 total += 2 * dim
             elif m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?(fs)?", part):
                 total += int(m.group(1)) * int(m.group(2) or 8) / 8
-            elif part not in ("IDMap2",):
+            else:
                 total += 4 * dim  # unknown: assume full vectors
         return total
 
