@@ -63,8 +63,20 @@ def start_server(index: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str
         time.sleep(0.2)
 
 
-def load(url: str, clients: int, seconds: float, queries: list[str]) -> tuple[float, float, float, int]:
-    """``clients`` threads sending queries back to back for ``seconds``: (QPS, p50 ms, p99 ms, errors)."""
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (default: this one, all its threads)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(
+    url: str, clients: int, seconds: float, queries: list[str], server_pid: int | None = None
+) -> tuple[float, float, float, int, float, float]:
+    """``clients`` threads sending queries back to back for ``seconds``: (QPS, p50 ms, p99 ms, errors,
+    server CPU ms per request, client CPU ms per request)."""
     import requests
 
     latencies: list[float] = []
@@ -95,12 +107,18 @@ def load(url: str, clients: int, seconds: float, queries: list[str]) -> tuple[fl
         th.start()
     start.wait()
     t0 = time.perf_counter()
+    cpu0 = cpu_s(), cpu_s(server_pid) if server_pid else 0.0
     stop_at[0] = t0 + seconds
     for th in threads:
         th.join()
     wall = time.perf_counter() - t0
+    cpu1 = cpu_s(), cpu_s(server_pid) if server_pid else 0.0
     ms = np.array(latencies) * 1e3
-    return len(ms) / wall, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), errors
+    per = 1e3 / max(len(ms), 1)
+    return (
+        len(ms) / wall, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), errors,
+        (cpu1[1] - cpu0[1]) * per, (cpu1[0] - cpu0[0]) * per,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -120,7 +138,10 @@ def main() -> None:
     queries = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False)) for _ in range(500)]
     levels = [int(c) for c in args.clients.split(",")]
     settings = (("batched", ()), ("serialised", ("--max-batch", "1")))
-    header = f"{'items':>7} {'server':>10} {'clients':>7} {'QPS':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+    header = (
+        f"{'items':>7} {'server':>10} {'clients':>7} {'QPS':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+        f" {'srv cpu':>7} {'cli cpu':>7}"
+    )
     table, verdicts = [header], []
     print(header, flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
@@ -136,9 +157,12 @@ def main() -> None:
                 server, url = start_server(idx, *extra)
                 try:
                     for c in levels:
-                        q, p50, p99, errors = load(url, c, args.seconds, queries)
+                        q, p50, p99, errors, srv, cli = load(url, c, args.seconds, queries, server.pid)
                         qps[name, c] = q
-                        table.append(f"{n:>7} {name:>10} {c:>7} {q:>7.1f} {p50:>7.1f} {p99:>7.1f} {errors:>6}")
+                        table.append(
+                            f"{n:>7} {name:>10} {c:>7} {q:>7.1f} {p50:>7.1f} {p99:>7.1f} {errors:>6}"
+                            f" {srv:>7.1f} {cli:>7.1f}"
+                        )
                         print(table[-1], flush=True)
                 finally:
                     server.terminate()
