@@ -24,10 +24,14 @@ import numpy as np
 
 from mmsearch.errors import IndexCorruptError, MmsearchError, StoreWriteError
 
-# A batch of at least this many queries is searched as one matrix product (BLAS), not query by query.
-# FAISS's own default is 20; the faiss-cpu wheel ships 128000. Measured at 100k vectors x 384, 1 thread:
-# query by query costs 8-9 ms a query whatever the batch; as a product 5.1 ms at 8, 3.5 at 16, 1.4 at 64.
-BLAS_FROM_QUERIES = 8
+# A batch of at least this many queries is searched as one matrix product (BLAS), fewer query by query.
+# FAISS decides by its process-wide ``distance_compute_blas_threshold``, which it does not compare with the
+# number of queries alone (in faiss-cpu 1.15 one query at 100k x 384 takes the product path with the
+# threshold at 64 and the scan with it at 1000), so every search sets it for its own size: huge below
+# this many queries, 1 from it. Measured at 100k x 384 on 1 thread: a scan costs ~20 ms a query; the
+# product ~50 ms for 1-8 queries, 65 for 16 (memory-bound: each pass reads every vector once).
+BLAS_FROM_QUERIES = 4
+_SCAN_ALWAYS = 1 << 30  # a threshold no search reaches: query by query
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class VectorIndex:
         self.index = index
         self.mapped = mapped  # a read-only view of its file: FAISS aborts the process on any change to it
         self._gpu: Any = None
+        self._product: Any = None  # a FlatProduct, made on the first batch (read-only flat indexes only)
         self._apply_search_params()
 
     # -- construction --------------------------------------------------------------------------
@@ -264,6 +269,17 @@ class VectorIndex:
                     self._gpu = self.index
         return self._gpu
 
+    def _batch_product(self) -> Any:
+        """The prepacked product batches of this index are searched with (see :mod:`mmsearch.flat_product`),
+        or None: FAISS. Only a memory-mapped index (nothing changes it) on the CPU gets one."""
+        from mmsearch import device, flat_product
+
+        if self._product is None:
+            self._product = False
+            if self.mapped and device.faiss_gpus() == 0 and flat_product.suits(self.index, self.ntotal, self.dim):
+                self._product = flat_product.FlatProduct(self.index)
+        return self._product or None
+
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS-shaped ``(D, I)``; missing neighbours have id -1.
 
@@ -272,13 +288,16 @@ class VectorIndex:
         """
         import faiss
 
-        if len(queries) > 1 and faiss.cvar.distance_compute_blas_threshold != BLAS_FROM_QUERIES:
-            faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
         q = _as_matrix(queries, self.dim)
+        # per search (a batch left the product path on for the single queries after it, 2.5x slower); a
+        # search in another thread at the same moment may take the other path: as exact, only slower
+        faiss.cvar.distance_compute_blas_threshold = 1 if len(q) >= BLAS_FROM_QUERIES else _SCAN_ALWAYS
         k = max(1, min(int(k) * self.recipe.k_factor, max(self.ntotal, 1)))
         if self.ntotal == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if allowed is None:
+            if len(q) >= BLAS_FROM_QUERIES and (product := self._batch_product()) is not None:
+                return product.search(q, k)
             D, I = self._searcher().search(q, k)  # noqa: E741 - FAISS naming
             return D, I
         ids = np.ascontiguousarray(allowed, dtype=np.int64)

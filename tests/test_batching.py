@@ -87,6 +87,22 @@ def test_search_many_equals_one_at_a_time(library, engine: Engine) -> None:
     assert Path(alone[3][0].path).name == "coffee.png"
 
 
+def test_search_many_through_the_flat_product_equals_one_at_a_time(library, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with every space's batch searched by the prepacked product (made for large flat indexes
+    only: here for all)."""
+    from mmsearch import flat_product
+
+    monkeypatch.setattr(flat_product, "MIN_VECTORS", 1)
+    with Engine.open(library[1]) as eng:
+        queries = mixed_queries(library[0], eng)
+        alone = [eng.run_query(q) for q in queries]
+        together = eng.search_many(queries)
+        assert isinstance(eng.spaces.get("image")._product, flat_product.FlatProduct)
+    for a, b in zip(alone, together, strict=True):
+        assert not isinstance(b, Exception)
+        same_hits(a, b)
+
+
 def test_one_bad_query_fails_alone(library, engine: Engine) -> None:
     root = library[0]
     good = [Query.parse("a cat"), Query.parse(None, parts=[QueryPart("image", str(root / "rocket.jpg"))])]
@@ -265,3 +281,121 @@ def test_a_query_that_crashes_the_batch_fails_alone() -> None:
     assert calls[:2] == [1, 3]  # the batch of three failed as a whole...
     assert answers["a"] == ["a"] and answers["c"] == ["c"]  # ...and was answered again, one by one
     assert isinstance(answers["boom"], RuntimeError)
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes ``pid`` spawned (multiprocessing's, by their command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                if b"spawn_main" in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_serve_with_two_workers_shares_one_port_and_answers_as_one_process(library, engine: Engine) -> None:
+    """`mmsearch serve --workers 2`: two processes on one port, each with half the threads and the token;
+    every answer is what the engine gives in-process; Ctrl-C stops them all."""
+    import signal
+    import subprocess
+    import sys
+
+    from serving import free_port
+
+    _, index = library
+    texts = ["a cat", "coffee + morning", "astronaut", "a vehicle - motorcycle", "cooking dinner", "space"]
+    want = {t: [(h.id, round(h.score, 6)) for h in engine.search(t, k=4)] for t in texts}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer s3cret"}
+    cmd = [sys.executable, "-m", "mmsearch.cli", "serve", "--index", str(index), "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "MMSEARCH_THREADS"}
+    parent = subprocess.Popen([*cmd, "--workers", "2", "--token", "s3cret"], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert parent.poll() is None, parent.stderr.read().decode() if parent.stderr else ""
+            try:
+                if requests.get(f"{url}/health", headers=auth, timeout=5).ok and len(_children(parent.pid)) == 2:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "the workers did not start"
+            time.sleep(0.3)
+        workers = _children(parent.pid)
+        for w in workers:
+            environ = Path(f"/proc/{w}/environ").read_bytes().split(b"\0")
+            assert f"MMSEARCH_THREADS={max(1, threads.budget() // 2)}".encode() in environ
+        assert requests.post(f"{url}/search", json={"text": "a cat"}, timeout=30).status_code == 401
+
+        before = {w: _cpu_ticks(w) for w in workers}
+        got: dict[str, list] = {}
+        errors: list[str] = []
+
+        def client(n: int) -> None:
+            for i in range(6):
+                text = texts[(n + i) % len(texts)]
+                # a new connection each time: the kernel hands each to whichever worker accepts first
+                r = requests.post(f"{url}/search", json={"text": text, "k": 4}, headers=auth, timeout=60)
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    continue
+                answer = [(h["id"], round(h["score"], 6)) for h in r.json()]
+                if got.setdefault(text, answer) != answer:
+                    errors.append(f"{text}: {answer} != {got[text]}")
+
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(120)
+        assert not errors, errors[:3]
+        for t in texts:
+            assert [i for i, _ in got[t]] == [i for i, _ in want[t]], t
+            assert np.allclose([s for _, s in got[t]], [s for _, s in want[t]], atol=1e-6 + 1e-9, rtol=0)
+        assert all(_cpu_ticks(w) > before[w] for w in workers), "both workers answered"
+    finally:
+        parent.send_signal(signal.SIGINT)
+        try:
+            rc = parent.wait(30)
+        except subprocess.TimeoutExpired:
+            parent.kill()
+            raise
+    assert rc == 0
+    assert not _children(parent.pid)
+
+
+def test_serve_workers_refuse_a_missing_index_once(tmp_path: Path) -> None:
+    result = runner.invoke(cli_app, ["serve", "--index", str(tmp_path / "nothing"), "--workers", "2"])
+    assert result.exit_code == 1
+    assert result.output.count("Error:") == 1 and "Traceback" not in result.output
+
+
+def test_serve_workers_that_cannot_start_stop_with_one_error_each(library, tmp_path: Path) -> None:
+    """A worker that fails before serving (a model it cannot load) ends the server: exit 1, its one-line
+    error, no traceback, and no endless restarts."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import sys
+
+    from serving import free_port
+
+    index = tmp_path / "idx"
+    shutil.copytree(library[1], index)
+    with sqlite3.connect(index / "index.sqlite3") as db:
+        db.execute("""UPDATE meta SET value = '"no-such-model"' WHERE key = 'model'""")
+    cmd = [sys.executable, "-m", "mmsearch.cli", "serve", "--index", str(index), "--port", str(free_port())]
+    done = subprocess.run([*cmd, "--workers", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert 1 <= done.stderr.count("unknown model 'no-such-model'") <= 2  # each worker once, at most
+    assert "stopped before any worker served" in done.stderr

@@ -153,3 +153,63 @@ def test_memory_budget_moves_a_space_to_a_compressed_recipe_and_back(tmp_path: P
         exact = [[h.score for h in eng.search(text=q, target="text", k=12)] for q in words]
     # candidates from the codes, re-scored exactly from SQLite: the scores exact search gives
     np.testing.assert_allclose(compressed, exact, atol=1e-5)
+
+
+def test_each_search_takes_the_faiss_path_for_its_own_size() -> None:
+    """FAISS picks its matrix-product path by a process-wide threshold: a batch used to lower it for good,
+    so every single query after it took the product path (2.5x slower at 100k). Each search sets it for
+    its own size, and both paths give the same answers."""
+    import faiss
+
+    from mmsearch import vector_index
+
+    rng = np.random.default_rng(3)
+    data = l2_normalize(rng.standard_normal((500, 16)).astype(np.float32))
+    ids = np.arange(500, dtype=np.int64) * 3 + 1
+    index = VectorIndex.build(16, load_recipes()["flat"], [(ids, data)], 500)
+    queries = l2_normalize(rng.standard_normal((vector_index.BLAS_FROM_QUERIES, 16)).astype(np.float32))
+
+    D_batch, I_batch = index.search(queries, 10)
+    assert faiss.cvar.distance_compute_blas_threshold <= len(queries)  # the batch: one matrix product
+    alone = [index.search(q[None], 10) for q in queries]
+    assert faiss.cvar.distance_compute_blas_threshold > 10**6  # one query: scanned, whatever came before
+    for row, (scores, found) in enumerate(alone):
+        assert found[0].tolist() == I_batch[row].tolist()
+        np.testing.assert_allclose(scores[0], D_batch[row], atol=1e-6)
+    exact = np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :10]
+    assert (I_batch == ids[exact]).mean() > 0.99  # and both are the true nearest (ties aside)
+
+
+def test_batches_over_a_mapped_flat_index_are_one_prepacked_product(tmp_path: Path, monkeypatch) -> None:
+    """A batch over a read-only flat index goes through ONNX Runtime's prepacked product, with FAISS's
+    neighbours and scores; one query, a filtered search, a writable index, or the switch off: FAISS."""
+    from mmsearch import flat_product
+
+    rng = np.random.default_rng(5)
+    n, dim = flat_product.MIN_VECTORS, 32
+    data = l2_normalize(clustered(n, dim, 5))
+    ids = rng.permutation(n * 3)[:n].astype(np.int64)  # ids are not positions
+    writable = VectorIndex.build(dim, load_recipes()["flat"], [(ids, data)], n)
+    writable.save(tmp_path / "s.faiss", 1, "image")
+    mapped, _ = VectorIndex.load(tmp_path / "s.faiss", load_recipes(), "image", mapped=True)
+    queries = l2_normalize(data[rng.integers(0, n, 12)] + 0.3 * rng.standard_normal((12, dim)).astype(np.float32))
+
+    want_D, want_I = writable.search(queries, 40)
+    assert not writable._product  # a writable index never gets one (it would go stale)
+    got_D, got_I = mapped.search(queries, 40)
+    assert isinstance(mapped._product, flat_product.FlatProduct)
+    assert (got_I == want_I).mean() > 0.99  # ties at float32 rounding aside
+    np.testing.assert_allclose(got_D, want_D, atol=1e-5)
+    assert set(got_I.ravel()) <= set(ids.tolist())
+    exact = ids[np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :40]]
+    assert (got_I == exact).mean() > 0.99
+    # k beyond the index: every vector, best first (as FAISS gives)
+    small, _ = VectorIndex.load(tmp_path / "s.faiss", load_recipes(), "image", mapped=True)
+    D_all, I_all = small.search(queries[:4], n + 10)
+    assert I_all.shape == (4, n) and sorted(I_all[0].tolist()) == sorted(ids.tolist())
+    assert np.all(np.diff(D_all, axis=1) <= 1e-6)
+
+    monkeypatch.setenv("MMSEARCH_FLAT_PRODUCT", "0")
+    off, _ = VectorIndex.load(tmp_path / "s.faiss", load_recipes(), "image", mapped=True)
+    off_D, off_I = off.search(queries, 40)
+    assert not off._product and off_I.tolist() == want_I.tolist()

@@ -82,17 +82,21 @@ class TimelyHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
         self._headers_in()
 
 
+def server_options(host: str, port: int, **kw: Any) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.Config`` (and ``uvicorn.run``): the timeouts and limits above."""
+    return {
+        "host": host,
+        "port": port,
+        "http": TimelyHttpToolsProtocol if HttpToolsProtocol is not H11Protocol else TimelyH11Protocol,
+        "timeout_keep_alive": int(KEEP_ALIVE_S),
+        "limit_concurrency": MAX_CONNECTIONS,
+        "log_level": kw.pop("log_level", "warning"),
+        **kw,
+    }
+
+
 def server_config(app: Any, host: str, port: int, **kw: Any) -> Any:
     """A ``uvicorn.Config`` with the timeouts and limits above."""
     import uvicorn
 
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=TimelyHttpToolsProtocol if HttpToolsProtocol is not H11Protocol else TimelyH11Protocol,
-        timeout_keep_alive=int(KEEP_ALIVE_S),
-        limit_concurrency=MAX_CONNECTIONS,
-        log_level=kw.pop("log_level", "warning"),
-        **kw,
-    )
+    return uvicorn.Config(app, **server_options(host, port, **kw))
