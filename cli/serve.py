@@ -130,8 +130,11 @@ def serve(
 
             with Engine.open(index_dir) as engine:  # a missing or damaged index: one error, not N workers'
                 where = engine.dir
-            _started(f"{where} on http://{host}:{port} with {workers} worker processes", token, host)
-            run_workers(workers, host, port, {"index": str(where), **options}, "mmsearch.cli.serve:worker_app")
+            what = f"{where} on http://{host}:{port} with {workers} worker processes"
+            run_workers(
+                workers, host, port, {"index": str(where), **options}, "mmsearch.cli.serve:worker_app",
+                on_ready=lambda: _started(what, token, host),
+            )  # fmt: skip
             return
 
         with err_console.status("loading the index and model"):

@@ -33,10 +33,11 @@ def suits(index: Any, ntotal: int, dim: int) -> bool:
     """Whether a FAISS index is a flat inner-product one worth a product session."""
     import faiss
 
-    inner = faiss.downcast_index(index.index if hasattr(index, "id_map") else index)
+    if not enabled() or not isinstance(index, faiss.IndexIDMap):  # (IndexIDMap2 is one)
+        return False
+    inner = faiss.downcast_index(index.index)
     return (
-        enabled()
-        and isinstance(inner, faiss.IndexFlat)
+        isinstance(inner, faiss.IndexFlat)
         and inner.metric_type == faiss.METRIC_INNER_PRODUCT
         and MIN_VECTORS <= ntotal
         and ntotal * dim * 4 <= MAX_BYTES
@@ -55,6 +56,7 @@ class FlatProduct:
         inner: Any = faiss.downcast_index(index.index)
         n, d = int(inner.ntotal), int(inner.d)
         vectors = faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d)
+        self._index = index  # what owns the memory the session reads
         self._ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         self._vectors = ort.OrtValue.ortvalue_from_numpy(vectors)  # a view of FAISS's memory, no copy
         x = TensorProto(name="x", data_type=TensorProto.FLOAT, dims=[n, d], data_location=TensorProto.EXTERNAL)

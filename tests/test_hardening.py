@@ -503,3 +503,22 @@ def test_a_file_named_alone_still_reads_its_caption_beside_it(tmp_path: Path) ->
         assert report.added == 1 and not report.skipped
         (item,) = eng.store.get_items([1]).values()
         assert item.caption == "sand at the beach"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("model", "builtin"), ("model", "{not json"), ("generation:image", '"seven"'), ("generation:image", "1.5")],
+)
+def test_meta_values_edited_into_nonsense_are_one_line_from_every_command(tmp_path: Path, key: str, value: str) -> None:
+    """The meta table holds JSON mmsearch wrote; an edited or damaged value (not JSON, or a generation
+    that is no number) is a damaged index, never a traceback."""
+    lib, idx = _library(tmp_path)
+    with sqlite3.connect(idx / "index.sqlite3") as conn:
+        assert conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key)).rowcount == 1
+    for args in (["query", "red"], ["index", str(lib)], ["info"]):
+        done = subprocess.run([*FAKE_CLI, *args, "--index", str(idx)], capture_output=True, text=True, timeout=60)
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        if args == ["info"] and key.startswith("generation:") and done.returncode == 0:
+            continue  # info reads no generation: nothing to refuse
+        assert done.returncode == 1, (args, done.stdout[-500:], done.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("Error:") and key in lines[0], (args, done.stderr[-2000:])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mmsearch import threads
@@ -39,7 +40,12 @@ def app_from_env() -> FastAPI:
 
 
 def run_workers(
-    workers: int, host: str, port: int, options: dict[str, Any], factory: str = "mmsearch.server.workers:app_from_env"
+    workers: int,
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    factory: str = "mmsearch.server.workers:app_from_env",
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve with ``workers`` processes until Ctrl-C or SIGTERM.
 
@@ -48,6 +54,7 @@ def run_workers(
             worker.
         factory: ``module:function`` each worker calls for its app (:func:`app_from_env`, or a wrapper
             that turns its errors into the exit uvicorn reads as "failed to start": the CLI's).
+        on_ready: Called (from another thread) once a worker first answers.
 
     Raises:
         MmsearchError: the address cannot be bound.
@@ -64,7 +71,7 @@ def run_workers(
     # uvicorn's supervisor returns quietly when a worker fails before serving (a model it cannot load):
     # that is an error here unless some worker answered first
     answered, stop = threading.Event(), threading.Event()
-    probe = threading.Thread(target=_wait_for_an_answer, args=(host, port, answered, stop), daemon=True)
+    probe = threading.Thread(target=_wait_for_an_answer, args=(host, port, answered, stop, on_ready), daemon=True)
     probe.start()
     try:
         uvicorn.run(factory, factory=True, workers=workers, **server_options(host, port))
@@ -77,7 +84,9 @@ def run_workers(
         raise MmsearchError("the server stopped before any worker served (the messages above say why)")
 
 
-def _wait_for_an_answer(host: str, port: int, answered: threading.Event, stop: threading.Event) -> None:
+def _wait_for_an_answer(
+    host: str, port: int, answered: threading.Event, stop: threading.Event, on_ready: Callable[[], None] | None
+) -> None:
     """Set ``answered`` once anything answers HTTP on the port (a refusal too: a worker is up)."""
     import urllib.error
     import urllib.request
@@ -93,4 +102,6 @@ def _wait_for_an_answer(host: str, port: int, answered: threading.Event, stop: t
             stop.wait(0.3)
             continue
         answered.set()
+        if on_ready is not None:
+            on_ready()
         return

@@ -213,18 +213,34 @@ class Store:
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
-        return default if row is None or row[0] is None else json.loads(row[0])
+        return default if row is None or row[0] is None else self._meta_value(key, row[0])
+
+    def _meta_value(self, key: str, raw: Any) -> Any:
+        """A meta value as written (JSON); a value that is not (an edited or damaged file) is a corrupt index."""
+        try:
+            return json.loads(raw)
+        except (TypeError, ValueError) as e:
+            raise IndexCorruptError(f"{self.path}: meta {key!r} is not a value mmsearch wrote ({raw!r:.40})") from e
 
     def set_meta(self, **values: Any) -> None:
         self._writes().set_meta(values)
 
     def generation(self, space: str) -> int:
-        return int(self.get_meta(f"generation:{space}", 0))
+        value = self.get_meta(f"generation:{space}", 0)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise IndexCorruptError(f"{self.path}: meta 'generation:{space}' is not a generation ({value!r:.40})")
+        return value
 
     def generations(self) -> dict[str, int]:
         """Every space's generation, in one read: any change to a space's vectors bumps its own."""
         rows = self._rows("SELECT key, value FROM meta WHERE key LIKE 'generation:%'")
-        return {k.removeprefix("generation:"): int(json.loads(v)) for k, v in rows}
+        out = {}
+        for k, v in rows:
+            value = self._meta_value(k, v)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise IndexCorruptError(f"{self.path}: meta {k!r} is not a generation ({v!r:.40})")
+            out[k.removeprefix("generation:")] = value
+        return out
 
     # -- reads --------------------------------------------------------------------------------
     def known_files(self) -> dict[str, KnownFile]:
