@@ -29,7 +29,7 @@ def enabled() -> bool:
     return os.environ.get("MMSEARCH_FLAT_PRODUCT", "1").strip() != "0"
 
 
-def suits(index: Any, ntotal: int, dim: int) -> bool:
+def suits(index: Any) -> bool:
     """Whether a FAISS index is a flat inner-product one worth a product session."""
     import faiss
 
@@ -39,8 +39,8 @@ def suits(index: Any, ntotal: int, dim: int) -> bool:
     return (
         isinstance(inner, faiss.IndexFlat)
         and inner.metric_type == faiss.METRIC_INNER_PRODUCT
-        and MIN_VECTORS <= ntotal
-        and ntotal * dim * 4 <= MAX_BYTES
+        and MIN_VECTORS <= inner.ntotal
+        and inner.ntotal * inner.d * 4 <= MAX_BYTES
     )
 
 

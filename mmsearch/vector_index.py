@@ -276,7 +276,7 @@ class VectorIndex:
 
         if self._product is None:
             self._product = False
-            if self.mapped and device.faiss_gpus() == 0 and flat_product.suits(self.index, self.ntotal, self.dim):
+            if self.mapped and device.faiss_gpus() == 0 and flat_product.suits(self.index):
                 self._product = flat_product.FlatProduct(self.index)
         return self._product or None
 

@@ -226,21 +226,20 @@ class Store:
         self._writes().set_meta(values)
 
     def generation(self, space: str) -> int:
-        value = self.get_meta(f"generation:{space}", 0)
+        key = f"generation:{space}"
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return 0 if row is None or row[0] is None else self._generation(key, row[0])
+
+    def _generation(self, key: str, raw: Any) -> int:
+        value = self._meta_value(key, raw)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise IndexCorruptError(f"{self.path}: meta 'generation:{space}' is not a generation ({value!r:.40})")
+            raise IndexCorruptError(f"{self.path}: meta {key!r} is not a generation ({raw!r:.40})")
         return value
 
     def generations(self) -> dict[str, int]:
         """Every space's generation, in one read: any change to a space's vectors bumps its own."""
         rows = self._rows("SELECT key, value FROM meta WHERE key LIKE 'generation:%'")
-        out = {}
-        for k, v in rows:
-            value = self._meta_value(k, v)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise IndexCorruptError(f"{self.path}: meta {k!r} is not a generation ({v!r:.40})")
-            out[k.removeprefix("generation:")] = value
-        return out
+        return {k.removeprefix("generation:"): self._generation(k, v) for k, v in rows}
 
     # -- reads --------------------------------------------------------------------------------
     def known_files(self) -> dict[str, KnownFile]:
